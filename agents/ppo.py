@@ -1,0 +1,135 @@
+"""Proximal Policy Optimization with a clipped surrogate objective (Schulman et al. 2017).
+
+One update: advantages by GAE over the rollout, then `n_epochs` passes over shuffled
+minibatches, each step minimising
+
+    policy loss  -min(r A, clip(r, 1 - eps, 1 + eps) A),  r = pi(a|s) / pi_old(a|s)
+  + vf_coef    * value loss (optionally clipped around the old values)
+  - ent_coef   * entropy,
+
+with global gradient-norm clipping, optional early stop on the approximate KL divergence,
+and linear annealing of the learning rate and the clip range when asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from agents.advantages import explained_variance, standardize
+from agents.batch import Rollout
+from agents.config import require, require_positive
+from agents.on_policy import OnPolicyAgent, OnPolicyConfig, fused_kwargs
+from agents.schedules import Schedule, scheduled
+
+
+@dataclass
+class PPOConfig(OnPolicyConfig):
+    """PPO hyperparameters; defaults are Stable-Baselines3's."""
+
+    batch_size: int = 64
+    """Minibatch size of each gradient step."""
+    n_epochs: int = 10
+    """Passes over the rollout per update."""
+    clip_range: float = 0.2
+    """Clip the probability ratio to [1 - clip_range, 1 + clip_range]."""
+    clip_schedule: Schedule = "constant"
+    """How the clip range changes over training: constant, or linear decay to 0."""
+    clip_range_vf: float | None = None
+    """Clip value predictions to old value +- this (OpenAI baselines' PPO2); none disables."""
+    target_kl: float | None = None
+    """Stop the update's epochs early once the approximate KL exceeds 1.5 x this; none disables."""
+    adam_eps: float = 1e-5
+    """Epsilon of the Adam optimiser."""
+
+    def validate(self) -> None:
+        super().validate()
+        require_positive(self, "batch_size", "n_epochs", "clip_range", "adam_eps")
+        for name in ("clip_range_vf", "target_kl"):
+            value = getattr(self, name)
+            require(value is None or value > 0, name, "positive or none", value)
+
+
+class PPO(OnPolicyAgent):
+    """The PPO agent: acts with its actor-critic and learns from on-policy rollouts."""
+
+    config: PPOConfig
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        return torch.optim.Adam(
+            self.net.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps, **fused_kwargs(self.device)
+        )
+
+    def update(self, batch: Rollout, progress: float) -> dict[str, float]:
+        cfg = self.config
+        lr = scheduled(cfg.learning_rate, cfg.lr_schedule, progress)
+        clip = scheduled(cfg.clip_range, cfg.clip_schedule, progress)
+        self.set_learning_rate(lr)
+
+        advantages, returns = self.advantages(batch)  # [T, N]
+        obs = self.preprocess(batch.obs).flatten(0, 1)  # [T*N, ...]
+        actions = batch.actions.flatten(0, 1)
+        old_log_probs = batch.log_probs.flatten()
+        old_values = batch.values.flatten()
+        advantages, returns = advantages.flatten(), returns.flatten()
+        size = old_values.shape[0]
+
+        # A minibatch as large as the rollout is the rollout itself: no shuffling or gathering,
+        # and its advantages are standardised once rather than at every epoch (same result).
+        full_batch = cfg.batch_size >= size
+        standardize_each = cfg.normalize_advantage and not full_batch
+        if cfg.normalize_advantage and full_batch:
+            advantages = standardize(advantages)
+
+        history = []  # per minibatch: policy, value, entropy losses, approx KL, clip fraction
+        params = list(self.net.parameters())
+        stopped_early = False
+        for _ in range(cfg.n_epochs):
+            if full_batch:
+                minibatches = [slice(None)]
+            else:
+                minibatches = torch.randperm(size, generator=self.generator, device=self.device).split(cfg.batch_size)
+            for idx in minibatches:
+                log_probs, entropy, values = self.net.evaluate(obs[idx], actions[idx])
+                log_ratio = log_probs - old_log_probs[idx]
+                ratio = log_ratio.exp()
+                adv = advantages[idx]
+                if standardize_each and adv.numel() > 1:
+                    adv = standardize(adv)
+                policy_loss = -torch.min(adv * ratio, adv * ratio.clamp(1.0 - clip, 1.0 + clip)).mean()
+
+                target = returns[idx]
+                value_loss = (values - target).square()
+                if cfg.clip_range_vf is not None:
+                    old = old_values[idx]
+                    clipped = old + (values - old).clamp(-cfg.clip_range_vf, cfg.clip_range_vf)
+                    value_loss = torch.max(value_loss, (clipped - target).square())
+                value_loss = value_loss.mean()
+                entropy_mean = entropy.mean()
+                loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
+
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1.0) - log_ratio).mean()  # Schulman's low-variance estimator
+                    clip_fraction = ((ratio - 1.0).abs() > clip).float().mean()
+                    stats = torch.stack([policy_loss, value_loss, entropy_mean, approx_kl, clip_fraction])
+                if cfg.target_kl is not None and approx_kl.item() > 1.5 * cfg.target_kl:
+                    stopped_early = True
+                    break
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
+                self.optimizer.step()
+                history.append(stats)
+            if stopped_early:
+                break
+
+        metrics = {"charts/learning_rate": lr, "charts/clip_range": clip, "losses/stopped_early": float(stopped_early)}
+        if history:
+            means = torch.stack(history).mean(dim=0).tolist()
+            names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+            metrics.update({f"losses/{name}": value for name, value in zip(names, means, strict=True)})
+        metrics["losses/explained_variance"] = explained_variance(old_values, returns).item()
+        self.finish_update(batch)
+        return metrics

@@ -1,0 +1,53 @@
+"""Tuned hyperparameters per environment, one YAML file per algorithm.
+
+Each file maps a preset name to flat option values (any `drl train` option: run options
+such as num_envs and total_steps, algorithm options such as n_steps). The preset named
+after the env id is the default for that env; `--preset NAME` picks another entry of the
+algorithm's file and `--preset FILE.yaml` a file of your own holding one flat mapping.
+Every entry says where its numbers come from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents.config import ConfigError
+
+PRESET_DIR = Path(__file__).parent
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot read preset file {path}: {first_line}") from None
+
+
+def available_presets(algo: str) -> dict[str, dict[str, Any]]:
+    """All presets shipped for `algo`, by name."""
+    path = PRESET_DIR / f"{algo}.yaml"
+    return _read_yaml(path) if path.exists() else {}
+
+
+def load_preset(algo: str, env_id: str, preset: str | None) -> tuple[str | None, dict[str, Any]]:
+    """The preset's name and values: `preset` as a name or a YAML path, or by default the
+    entry named `env_id` if the algorithm has one (else no preset: the config defaults)."""
+    shipped = available_presets(algo)
+    if preset is None:
+        return (env_id, dict(shipped[env_id])) if env_id in shipped else (None, {})
+    if preset in shipped:
+        return preset, dict(shipped[preset])
+    path = Path(preset)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"preset file {preset} does not exist")
+        values = _read_yaml(path)
+        if not isinstance(values, dict):
+            raise ConfigError(f"preset file {preset} must hold a mapping of option: value")
+        return str(path), values
+    names = ", ".join(sorted(shipped)) or "none"
+    raise ConfigError(f"unknown preset {preset!r} for {algo}; shipped presets: {names}; or give a .yaml path")

@@ -1,0 +1,62 @@
+"""The algorithms `drl train` knows, by name: each with its config, agent class and the
+action spaces it can act in. Add an algorithm by adding one entry here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import gymnasium as gym
+
+from agents.a2c import A2C, A2CConfig
+from agents.config import ConfigError
+from agents.ppo import PPO, PPOConfig
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """How to build one algorithm and which runner loop drives it."""
+
+    name: str
+    summary: str
+    config_cls: type
+    agent_cls: type
+    kind: Literal["on_policy"]
+    action_spaces: tuple[type[gym.Space], ...]
+
+    def check_action_space(self, space: gym.Space, env_id: str) -> None:
+        """Raise ConfigError when this algorithm cannot act in `space`."""
+        supported = isinstance(space, self.action_spaces)
+        if isinstance(space, gym.spaces.Box) and len(space.shape) != 1:
+            supported = False
+        if not supported:
+            names = ", ".join(s.__name__ + (" (1-D)" if s is gym.spaces.Box else "") for s in self.action_spaces)
+            raise ConfigError(
+                f"{self.name} cannot act in {env_id}'s action space {space}; {self.name} supports {names}"
+            )
+
+
+ALGORITHMS: dict[str, AlgorithmSpec] = {
+    spec.name: spec
+    for spec in (
+        AlgorithmSpec(
+            "ppo", "Proximal Policy Optimization", PPOConfig, PPO, "on_policy", (gym.spaces.Discrete, gym.spaces.Box)
+        ),
+        AlgorithmSpec(
+            "a2c",
+            "Advantage Actor-Critic (synchronous)",
+            A2CConfig,
+            A2C,
+            "on_policy",
+            (gym.spaces.Discrete, gym.spaces.Box),
+        ),
+    )
+}
+
+
+def get_algorithm(name: str) -> AlgorithmSpec:
+    """The spec registered under `name`, or ConfigError listing the known names."""
+    try:
+        return ALGORITHMS[name.lower()]
+    except KeyError:
+        raise ConfigError(f"unknown algorithm {name!r}; choose one of: {', '.join(sorted(ALGORITHMS))}") from None

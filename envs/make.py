@@ -1,0 +1,83 @@
+"""`make`: the one entry point for batched environments."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+from envs.vector import SnapshotWrapper, TorchVectorEnv
+
+BACKENDS = ("gym", "async")
+"""gym: Gymnasium's SyncVectorEnv (envs stepped in turn in this process);
+async: Gymnasium's AsyncVectorEnv (one worker process per env)."""
+
+# Namespaces whose envs register themselves when their package is imported.
+_PROVIDERS = {"ALE": "ale_py"}
+
+
+class EnvError(ValueError):
+    """An environment id or backend that cannot be made; the message says why."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def resolve_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The registered spec of `env_id`, importing `module` first for ids like
+    `module:EnvName-v0` and the provider package for namespaced ids like `ALE/Pong-v5`."""
+    name = env_id
+    if ":" in env_id:
+        module, name = env_id.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise EnvError(f"cannot import module {module!r} for env {env_id!r}: {_first_line(exc)}") from None
+    namespace = name.split("/", 1)[0] if "/" in name else None
+    if namespace in _PROVIDERS:
+        try:
+            gym.register_envs(importlib.import_module(_PROVIDERS[namespace]))
+        except ImportError:
+            raise EnvError(f"env {env_id!r} needs the package {_PROVIDERS[namespace]!r}; install it") from None
+    try:
+        return gym.spec(name)
+    except gym.error.Error as exc:
+        raise EnvError(f"unknown environment id {env_id!r}: {_first_line(exc)}") from None
+
+
+def make(
+    env_id: str,
+    num_envs: int = 1,
+    backend: str = "gym",
+    seed: int | None = None,
+    device: torch.device | str = "cpu",
+    **env_kwargs: Any,
+) -> TorchVectorEnv:
+    """`num_envs` copies of `env_id` as one batched env returning tensors on `device`.
+
+    Any registered Gymnasium id works, including a user's own as `module:EnvName-v0`.
+    `seed` seeds the first `reset()`: env i then starts from seed + i.
+    """
+    if backend not in BACKENDS:
+        raise EnvError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if num_envs < 1:
+        raise EnvError(f"num_envs must be at least 1, got {num_envs}")
+    spec = resolve_env_id(env_id)
+
+    def make_one(index: int):
+        return lambda: SnapshotWrapper(gym.make(spec, **env_kwargs), index)
+
+    fns = [make_one(i) for i in range(num_envs)]
+    mode = gym.vector.AutoresetMode.SAME_STEP
+    try:
+        if backend == "async":
+            vector_env = gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
+        else:
+            vector_env = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+    except gym.error.Error as exc:
+        raise EnvError(f"cannot make {env_id!r}: {_first_line(exc)}") from None
+    return TorchVectorEnv(vector_env, device, seed)

@@ -1,0 +1,68 @@
+"""Observation encoders: turn an observation batch into feature vectors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from networks.init import HIDDEN_GAIN
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
+
+
+class EnsembleLinear(nn.Module):
+    """K independent linear layers applied in one batched matmul: [K, B, in] -> [K, B, out].
+
+    For small networks the cost is per operation, not per FLOP, so evaluating the actor's
+    and the critic's layers (or twin critics) as one `baddbmm` is faster than two Linears.
+    """
+
+    def __init__(self, members: int, in_dim: int, out_dim: int, ortho_gain: float | None = HIDDEN_GAIN):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.zeros(members, 1, out_dim))
+        for k in range(members):
+            if ortho_gain is None:  # torch's nn.Linear default
+                bound = 1.0 / math.sqrt(in_dim)
+                nn.init.uniform_(self.weight[k], -bound, bound)
+                nn.init.uniform_(self.bias[k], -bound, bound)
+            else:  # orthogonal in nn.Linear's [out, in] layout, as OpenAI baselines
+                nn.init.orthogonal_(self.weight.data[k].T, ortho_gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class MLPEncoder(nn.Module):
+    """K MLPs of the same shape over the same flattened input: [B, *obs] -> [K, B, out_dim].
+
+    K=1 is one trunk; K=2 gives the actor and the critic a trunk each at the cost of one.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_sizes: Sequence[int],
+        activation: str = "tanh",
+        ortho_init: bool = True,
+        members: int = 1,
+    ):
+        super().__init__()
+        self.members = members
+        layers: list[nn.Module] = []
+        last = in_dim
+        for size in hidden_sizes:
+            layers += [
+                EnsembleLinear(members, last, size, HIDDEN_GAIN if ortho_init else None),
+                ACTIVATIONS[activation](),
+            ]
+            last = size
+        self.net = nn.Sequential(*layers)
+        self.out_dim = last
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.flatten(start_dim=1).float()
+        return self.net(x.expand(self.members, *x.shape))

@@ -1,0 +1,101 @@
+"""Output heads: action distributions and state values.
+
+The distribution heads are written as plain tensor math rather than `torch.distributions`
+objects: the update calls them thousands of times per second, and object construction
+and argument validation cost more than the arithmetic for small networks. Each head
+maps features to distribution parameters in `forward`, and the other methods take those
+parameters. Shapes: B batch, A action dimensions, K discrete choices.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from networks.init import orthogonal_init
+
+POLICY_GAIN = 0.01
+"""Small initial policy outputs give a near-uniform first policy (Andrychowicz et al. 2021)."""
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+class CategoricalHead(nn.Module):
+    """A softmax policy over K discrete actions; parameters are logits [B, K]."""
+
+    def __init__(self, in_dim: int, num_actions: int, ortho_init: bool = True):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, num_actions)
+        if ortho_init:
+            orthogonal_init(self.linear, gain=POLICY_GAIN)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features)
+
+    def sample(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        # Gumbel-max trick: argmax(logits + Gumbel noise), with -log(Exp(1)) as the Gumbel sample.
+        noise = torch.empty_like(logits).exponential_(generator=generator)
+        return (logits - noise.log()).argmax(dim=-1)
+
+    def mode(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(dim=-1)
+
+    def log_prob(self, logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        log_p = torch.log_softmax(logits, dim=-1)
+        return log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+    def entropy(self, logits: torch.Tensor) -> torch.Tensor:
+        log_p = torch.log_softmax(logits, dim=-1)
+        return -(log_p.exp() * log_p).sum(dim=-1)
+
+    def log_prob_entropy(self, logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both at once, sharing the log-softmax."""
+        log_p = torch.log_softmax(logits, dim=-1)
+        log_prob = log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        return log_prob, -(log_p.exp() * log_p).sum(dim=-1)
+
+
+class DiagGaussianHead(nn.Module):
+    """A Gaussian policy with a state-independent diagonal std; parameters are means [B, A]."""
+
+    def __init__(self, in_dim: int, action_dim: int, log_std_init: float = 0.0, ortho_init: bool = True):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, action_dim)
+        if ortho_init:
+            orthogonal_init(self.linear, gain=POLICY_GAIN)
+        self.log_std = nn.Parameter(torch.full((action_dim,), float(log_std_init)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features)
+
+    def sample(self, mean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + self.log_std.exp() * noise
+
+    def mode(self, mean: torch.Tensor) -> torch.Tensor:
+        return mean
+
+    def log_prob(self, mean: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        z = (actions - mean) * torch.exp(-self.log_std)
+        return (-0.5 * z.square() - self.log_std - _HALF_LOG_2PI).sum(dim=-1)
+
+    def entropy(self, mean: torch.Tensor) -> torch.Tensor:
+        return (0.5 + _HALF_LOG_2PI + self.log_std).sum().expand(mean.shape[:-1])
+
+    def log_prob_entropy(self, mean: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.log_prob(mean, actions), self.entropy(mean)
+
+
+class ValueHead(nn.Module):
+    """A scalar state value: [B, F] -> [B]."""
+
+    def __init__(self, in_dim: int, ortho_init: bool = True):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, 1)
+        if ortho_init:
+            orthogonal_init(self.linear, gain=1.0)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features).squeeze(-1)

@@ -1,0 +1,1 @@
+"""Everything that loops: rollout collection, the trainer, evaluation, logging, checkpoints and the CLI."""

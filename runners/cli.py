@@ -1,0 +1,279 @@
+"""`drl`: train, resume and evaluate agents from the command line.
+
+    drl train ALGO ENV_ID [--total-steps N] [--num-envs N] [--seed S] [--preset NAME|FILE] [--<option> V ...]
+    drl train --resume RUN_DIR [--total-steps N]
+    drl eval RUN_DIR_OR_CHECKPOINT [--episodes N] [--stochastic] [--seed S] [--json]
+
+Mistakes in the input (an unknown algorithm or env, a value that cannot work, a missing
+or corrupt checkpoint) end with one line on stderr naming the problem and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import envs
+from agents import ALGORITHMS, ConfigError, get_algorithm
+from agents.presets import available_presets, load_preset
+from networks import UnsupportedSpaceError
+from runners.checkpoint import CheckpointError, load_checkpoint
+from runners.cliargs import ArgumentParser, add_arguments, apply_namespace, set_values
+from runners.config import TrainConfig
+from runners.evaluate import evaluate
+from runners.run_dir import check_run_dir_free, create_run_dir, read_status
+from runners.seeding import derive_seeds
+from runners.trainer import Trainer, build_agent, configs_from
+
+USER_ERRORS = (ConfigError, envs.EnvError, CheckpointError, UnsupportedSpaceError)
+
+
+def _algorithms() -> str:
+    return "\n".join(
+        f"  {name:<6} {spec.summary}; presets: {', '.join(available_presets(name)) or 'none'}"
+        for name, spec in sorted(ALGORITHMS.items())
+    )
+
+
+USAGE = f"""usage: drl COMMAND ...
+
+commands:
+  train ALGO ENV_ID [options]   train an agent (`drl train ALGO ENV_ID --help` lists every option)
+  train --resume RUN_DIR        continue a run from its last checkpoint
+  eval RUN_DIR_OR_CHECKPOINT    play whole episodes with a trained agent and report returns
+
+algorithms:
+{_algorithms()}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from importlib.metadata import version
+
+        print(f"drl {version('drl')}")
+        return 0
+    commands: dict[str, Callable[[list[str]], int]] = {"train": cmd_train, "eval": cmd_eval}
+    command = commands.get(argv[0])
+    if command is None:
+        print(f"drl: error: unknown command {argv[0]!r}; choose one of: {', '.join(commands)}", file=sys.stderr)
+        return 2
+    try:
+        return command(argv[1:])
+    except USER_ERRORS as exc:
+        print(f"drl: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+# --------------------------------------------------------------------------- train
+def cmd_train(args: list[str]) -> int:
+    if any(a == "--resume" or a.startswith("--resume=") for a in args):
+        return _resume(args)
+    if not args or args[0].startswith("-"):
+        if args and args[0] in ("-h", "--help"):
+            print(
+                f"usage: drl train ALGO ENV_ID [options]\n       drl train --resume RUN_DIR\n\nalgorithms:\n"
+                f"{_algorithms()}"
+            )
+            return 0
+        raise ConfigError(
+            f"missing ALGO and ENV_ID: use drl train ALGO ENV_ID [options]; algorithms: {', '.join(sorted(ALGORITHMS))}"
+        )
+    spec = get_algorithm(args[0])
+    if len(args) < 2 or args[1].startswith("-"):
+        raise ConfigError(f"missing ENV_ID: use drl train {spec.name} ENV_ID [options], e.g. CartPole-v1")
+    env_id, rest = args[1], args[2:]
+
+    pre = ArgumentParser(add_help=False)
+    pre.add_argument("--preset")
+    known, _ = pre.parse_known_args(rest)
+    train_cfg, algo_cfg = TrainConfig(algo=spec.name, env_id=env_id), spec.config_cls()
+    preset, values = load_preset(spec.name, env_id, known.preset)
+    set_values([train_cfg, algo_cfg], values, f"preset {preset}")
+
+    description = f"Train {spec.summary} ({spec.name}) on {env_id}. " + (
+        f"Defaults below include preset {preset}." if preset else "No preset applies: defaults are the algorithm's."
+    )
+    parser = ArgumentParser(prog=f"drl train {spec.name} {env_id}", description=description)
+    add_arguments(parser, train_cfg, "run options", skip=("algo", "env_id"))
+    add_arguments(parser, algo_cfg, f"{spec.name} options")
+    namespace = parser.parse_args(rest)
+    apply_namespace(train_cfg, namespace)
+    apply_namespace(algo_cfg, namespace)
+    train_cfg.preset = preset
+
+    run_dir = Path(train_cfg.run_dir or _default_run_dir(train_cfg))
+    check_run_dir_free(run_dir)  # fail before any work if the directory holds another run
+    trainer = Trainer(train_cfg, algo_cfg)
+    train_cfg.run_dir = str(create_run_dir(run_dir))
+    return _train(trainer, run_dir, wandb_id=None)
+
+
+def _default_run_dir(cfg: TrainConfig) -> str:
+    env = cfg.env_id.replace("/", "-").replace(":", "-")
+    return f"runs/{cfg.algo}_{env}_s{cfg.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _resume(args: list[str]) -> int:
+    parser = ArgumentParser(prog="drl train --resume", description="Continue a run from its last checkpoint.")
+    parser.add_argument("--resume", required=True, metavar="RUN_DIR", help="run directory to continue")
+    parser.add_argument("--total-steps", type=_int_at_least(1), help="new step budget (to train for longer)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar")
+    namespace = parser.parse_args(args)
+    run_dir = Path(namespace.resume)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"no run directory at {run_dir}")
+    payload = load_checkpoint(run_dir)
+    try:
+        train_cfg, algo_cfg = configs_from(payload["config"])
+        step = int(payload["global_step"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {payload['path']} lacks {exc}; it is not a drl training checkpoint"
+        ) from None
+    if namespace.total_steps is not None:
+        train_cfg.total_steps = namespace.total_steps
+    if namespace.progress is not None:
+        train_cfg.progress = namespace.progress
+    if step >= train_cfg.total_steps:
+        raise ConfigError(
+            f"run {run_dir} already reached {step} of {train_cfg.total_steps} steps; "
+            "pass a larger --total-steps to train longer"
+        )
+    trainer = Trainer(train_cfg, algo_cfg, resume=payload)
+    print(f"drl: resuming {run_dir} from step {step} ({payload['path']})", file=sys.stderr)
+    return _train(trainer, run_dir, wandb_id=read_status(run_dir).get("wandb_id"))
+
+
+class _StopRequest:
+    """First Ctrl-C or SIGTERM: finish the iteration, write a checkpoint, exit. Second: abort."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ndrl: stopping after this iteration and writing a checkpoint (again to abort)", file=sys.stderr)
+
+
+def _train(trainer: Trainer, run_dir: Path, wandb_id: str | None) -> int:
+    cfg = trainer.cfg
+    print(
+        f"drl: training {cfg.algo} on {cfg.env_id} for {cfg.total_steps} steps "
+        f"({cfg.num_envs} envs, {cfg.backend} backend, {trainer.device}); run dir {run_dir}",
+        file=sys.stderr,
+    )
+    stop = _StopRequest()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = trainer.run(run_dir, should_stop=lambda: stop.requested, wandb_id=wandb_id)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if result.status == "interrupted":
+        print(
+            f"drl: stopped at step {result.global_step}; checkpoint {result.checkpoint}; "
+            f"continue with: drl train --resume {run_dir}",
+            file=sys.stderr,
+        )
+        return 130
+    sps = result.global_step / result.seconds
+    summary = f"trained {result.global_step} steps in {result.seconds:.1f} s ({sps:,.0f} steps/s)"
+    if result.final_eval is not None:
+        ev = result.final_eval
+        summary += f"; eval return {ev.mean_return:.2f} +- {ev.std_return:.2f} over {len(ev.returns)} episodes"
+    print(f"{summary}; run dir {run_dir}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- eval
+def cmd_eval(args: list[str]) -> int:
+    parser = ArgumentParser(prog="drl eval", description="Play whole episodes with a trained agent on a fresh env.")
+    parser.add_argument(
+        "path", metavar="RUN_DIR_OR_CHECKPOINT", help="a run directory (its latest checkpoint) or a checkpoint file"
+    )
+    parser.add_argument("--episodes", type=_int_at_least(1), default=10, help="episodes to play (default: 10)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the most likely")
+    mode.add_argument("--deterministic", action="store_true", help="take the most likely action (the default)")
+    parser.add_argument(
+        "--seed",
+        type=_int_at_least(0),
+        default=None,
+        help="seed of the eval envs (default: the run's eval seed, as in training)",
+    )
+    parser.add_argument("--num-envs", type=_int_at_least(1), default=None, help="parallel eval envs (default: up to 8)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    namespace = parser.parse_args(args)
+
+    payload = load_checkpoint(namespace.path)
+    try:
+        train_cfg, algo_cfg = configs_from(payload["config"])
+        train_cfg.device = namespace.device
+        train_cfg.validate()
+        device = train_cfg.torch_device()
+        probe = envs.make(train_cfg.env_id, 1, "gym", device=device)
+        try:
+            agent = build_agent(train_cfg, algo_cfg, probe, device)
+        finally:
+            probe.close()
+        agent.load_state_dict(payload["agent"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"checkpoint {payload['path']} does not fit its config ({reason})") from None
+
+    seed = derive_seeds(train_cfg.seed).eval if namespace.seed is None else namespace.seed
+    deterministic = not namespace.stochastic
+    result = evaluate(agent, train_cfg.env_id, namespace.episodes, seed, deterministic, namespace.num_envs)
+    report = {
+        "mean_return": result.mean_return,
+        "std_return": result.std_return,
+        "episodes": len(result.returns),
+        "returns": result.returns,
+        "lengths": result.lengths,
+        "env_id": train_cfg.env_id,
+        "algo": train_cfg.algo,
+        "checkpoint": payload["path"],
+        "global_step": payload.get("global_step"),
+        "deterministic": deterministic,
+        "seed": seed,
+    }
+    if namespace.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"{train_cfg.algo} on {train_cfg.env_id} at step {report['global_step']}: mean return "
+            f"{result.mean_return:.2f} +- {result.std_return:.2f} over {len(result.returns)} episodes "
+            f"({'deterministic' if deterministic else 'stochastic'} policy, seed {seed})"
+        )
+    return 0
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def convert(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {raw!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return convert
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Options of a training run that are not the algorithm's: env, budget, seed, logging."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from agents.config import ConfigError, require, require_non_negative, require_positive
+
+LOGGERS = ("jsonl", "tensorboard", "wandb")
+
+
+@dataclass
+class TrainConfig:
+    """Run options; together with the algorithm's config they make one `drl train` run."""
+
+    algo: str = "ppo"
+    """Algorithm name (positional ALGO on the command line)."""
+    env_id: str = "CartPole-v1"
+    """Gymnasium environment id, or module:EnvName-v0 (positional ENV_ID)."""
+    total_steps: int = 1_000_000
+    """Environment steps to train for, summed over all envs."""
+    num_envs: int = 8
+    """Parallel environments."""
+    backend: Literal["gym", "async"] = "gym"
+    """Vector env backend: gym (envs stepped in this process) or async (one process per env)."""
+    seed: int = 0
+    """Root seed; every other seed (envs, torch, evaluation) is derived from it."""
+    device: str = "auto"
+    """Device for networks and rollout storage: auto (cuda if available), cpu, cuda, cuda:N."""
+    preset: str | None = None
+    """Preset name or YAML file; by default the one named after the env id, if any."""
+    run_dir: str | None = None
+    """Directory of this run; by default runs/ALGO_ENV_sSEED_TIMESTAMP."""
+    logger: str = "jsonl,tensorboard"
+    """Comma-separated sinks besides metrics.jsonl and TensorBoard, which are always on: add wandb."""
+    log_every: int = 2_000
+    """Log training metrics at most once per this many env steps."""
+    eval_every: int = 25_000
+    """Evaluate the policy every this many env steps (0: only at the end)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (0: no evaluation)."""
+    checkpoint_every: int = 50_000
+    """Write a checkpoint every this many env steps (one is always written at the end)."""
+    progress: bool = True
+    """Show a progress bar on a terminal."""
+    torch_threads: int = 0
+    """Threads torch may use for CPU math (0: torch's default)."""
+    wandb_project: str = "drl"
+    """Weights & Biases project."""
+    wandb_entity: str | None = None
+    """Weights & Biases entity (user or team); none: your default."""
+    wandb_group: str | None = None
+    """Weights & Biases group, e.g. to gather the seeds of one experiment."""
+
+    def validate(self) -> None:
+        require_positive(self, "total_steps", "num_envs", "log_every")
+        require_non_negative(self, "seed", "eval_every", "eval_episodes", "checkpoint_every", "torch_threads")
+        require(self.device == "auto" or _is_device(self.device), "device", "auto, cpu, cuda or cuda:N", self.device)
+        for name in self.loggers():
+            require(name in LOGGERS, "logger", "a comma-separated list of " + ", ".join(LOGGERS), self.logger)
+
+    def loggers(self) -> list[str]:
+        """Sinks in use: jsonl and tensorboard always, plus any named in `logger`."""
+        named = [name.strip() for name in self.logger.split(",") if name.strip()]
+        return list(dict.fromkeys(["jsonl", "tensorboard", *named]))
+
+    def torch_device(self) -> torch.device:
+        """The device `device` names, with auto resolved; an error when CUDA is asked for and missing."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"--device {self.device}: CUDA is not available on this machine; use --device cpu")
+        return device
+
+
+def _is_device(name: str) -> bool:
+    try:
+        return torch.device(name).type in ("cpu", "cuda")
+    except (RuntimeError, ValueError):
+        return False

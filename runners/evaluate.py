@@ -1,0 +1,76 @@
+"""Evaluation rollouts: run a policy for whole episodes on a fresh env and report raw returns."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+import envs
+
+
+@dataclass
+class EvalResult:
+    """Raw (unnormalised, unclipped) returns and lengths of whole episodes."""
+
+    returns: list[float]
+    lengths: list[int]
+
+    @property
+    def mean_return(self) -> float:
+        return statistics.fmean(self.returns)
+
+    @property
+    def std_return(self) -> float:
+        return statistics.pstdev(self.returns)
+
+    def metrics(self, prefix: str = "eval/") -> dict[str, float]:
+        return {
+            f"{prefix}mean_return": self.mean_return,
+            f"{prefix}std_return": self.std_return,
+            f"{prefix}mean_length": statistics.fmean(self.lengths),
+        }
+
+
+def evaluate(
+    agent: Any,
+    env_id: str,
+    episodes: int,
+    seed: int,
+    deterministic: bool = True,
+    num_envs: int | None = None,
+    max_steps: int = 1_000_000,
+) -> EvalResult:
+    """Play `episodes` whole episodes of `env_id` with `agent` on new envs seeded from `seed`.
+
+    The agent's normaliser statistics are not updated. Envs are given equal shares of the
+    episodes, so that short episodes do not crowd out long ones (as SB3's evaluate_policy).
+    """
+    n = num_envs or min(episodes, 8)
+    env = envs.make(env_id, n, "gym", seed=seed, device=agent.device)
+    generator = torch.Generator(agent.device).manual_seed(seed)
+    targets = np.array([(episodes + i) // n for i in range(n)])
+    counts = np.zeros(n, dtype=np.int64)
+    returns: list[float] = []
+    lengths: list[int] = []
+    try:
+        obs, _ = env.reset()
+        for _ in range(max_steps):
+            if (counts >= targets).all():
+                break
+            action = agent.act(obs, deterministic=deterministic, generator=generator).action
+            obs, _, terminated, truncated, info = env.step(action)
+            done = (terminated | truncated).cpu().numpy()
+            if done.any():
+                ep_return = info["episode_return"].cpu().numpy()
+                ep_length = info["episode_length"].cpu().numpy()
+                for i in np.flatnonzero(done & (counts < targets)):
+                    returns.append(float(ep_return[i]))
+                    lengths.append(int(ep_length[i]))
+                    counts[i] += 1
+    finally:
+        env.close()
+    return EvalResult(returns, lengths)

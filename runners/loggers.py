@@ -1,0 +1,160 @@
+"""Metric sinks: metrics.jsonl and TensorBoard always, Weights & Biases on request.
+
+Every sink gets the same metric names with env steps as the x-axis. On resume, each sink
+drops what the crashed run logged after the checkpoint, so the resumed run's records
+read as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import netrc
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from agents.config import ConfigError
+from runners.run_dir import METRICS_FILE, write_atomic
+
+WALL_CLOCK_PREFIXES = ("time/", "charts/sps")
+"""Metrics that depend on the machine's speed, not on the seed (left out of determinism checks)."""
+
+
+class JsonlSink:
+    """One JSON object per line: {"step": env steps, "<metric>": value, ...}."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None):
+        self.path = Path(run_dir) / METRICS_FILE
+        if resume_step is not None and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= resume_step]
+            write_atomic(self.path, "".join(line + "\n" for line in kept))
+        self.file = open(self.path, "a")  # noqa: SIM115 (held open for the run, closed in close())
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        record = {"step": step, **{k: _finite(v) for k, v in metrics.items()}}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf  # an unreadable (half-written) line goes
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class TensorBoardSink:
+    """Scalars under the same names, in RUN_DIR/tensorboard."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        purge = None if resume_step is None else resume_step + 1
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), purge_step=purge)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def wandb_mode() -> tuple[str, str | None]:
+    """'online' when there is a login and the server answers within 2 s, else 'offline' and why.
+    WANDB_MODE, when set, decides."""
+    if not os.environ.get("WANDB_MODE", "x"):
+        del os.environ["WANDB_MODE"]  # set but empty: wandb itself would reject it
+    if "WANDB_MODE" in os.environ:
+        mode = os.environ["WANDB_MODE"]
+        if mode not in WANDB_MODES:
+            raise ConfigError(f"WANDB_MODE={mode!r} is not a wandb mode; use one of: {', '.join(WANDB_MODES)}")
+        return mode, None
+    base = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    host = urlparse(base).hostname or "api.wandb.ai"
+    has_key = bool(os.environ.get("WANDB_API_KEY"))
+    if not has_key:
+        try:
+            has_key = netrc.netrc().authenticators(host) is not None
+        except (OSError, netrc.NetrcParseError):
+            has_key = False
+    if not has_key:
+        return "offline", "no wandb login found"
+    try:
+        socket.create_connection((host, urlparse(base).port or 443), timeout=2).close()
+    except OSError:
+        return "offline", f"{host} is not reachable"
+    return "online", None
+
+
+class WandbSink:
+    """A wandb run in RUN_DIR/wandb; offline (synced later with `wandb sync`) when there is
+    no login or network, so training never waits on it."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], name: str, run_id: str | None, options: dict[str, Any]):
+        mode, reason = wandb_mode()
+        if reason:
+            print(
+                f"drl: wandb: {reason}; logging offline to {run_dir}/wandb (upload later with `wandb sync`)",
+                file=sys.stderr,
+            )
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        def init(mode: str):
+            return wandb.init(
+                dir=str(run_dir),
+                config=config,
+                name=name,
+                id=run_id,
+                resume="allow",
+                mode=mode,
+                settings=wandb.Settings(init_timeout=60, console="off", x_disable_stats=True),
+                **options,
+            )
+
+        try:
+            self.run = init(mode)
+        except Exception as exc:  # wandb raises many kinds; a dashboard must not stop training
+            if mode != "online":
+                raise
+            print(f"drl: wandb: online init failed ({str(exc).splitlines()[0]}); logging offline", file=sys.stderr)
+            self.run = init("offline")
+        self.run.define_metric("global_step")
+        self.run.define_metric("*", step_metric="global_step")
+        self.id = self.run.id
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self.run.log({**metrics, "global_step": step})
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class MetricLogger:
+    """Fans each log call out to every sink."""
+
+    def __init__(self, sinks: list[Any]):
+        self.sinks = sinks
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        for sink in self.sinks:
+            sink.log(step, metrics)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()

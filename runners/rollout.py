@@ -1,0 +1,123 @@
+"""On-policy rollout collection into preallocated time-major storage on the device."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from agents.batch import Rollout
+from envs import TorchVectorEnv, torch_dtype
+
+
+class RolloutStorage:
+    """Preallocated [T, N, ...] tensors on the training device, overwritten every rollout."""
+
+    def __init__(self, n_steps: int, env: TorchVectorEnv):
+        T, N, device = n_steps, env.num_envs, env.device
+        obs_shape = env.single_observation_space.shape
+        action_shape = env.single_action_space.shape
+        self.obs = torch.zeros((T, N, *obs_shape), dtype=env.obs_dtype, device=device)
+        self.actions = torch.zeros((T, N, *action_shape), dtype=torch_dtype(env.single_action_space), device=device)
+        self.log_probs = torch.zeros((T, N), device=device)
+        self.values = torch.zeros((T, N), device=device)
+        self.rewards = torch.zeros((T, N), device=device)
+        self.terminated = torch.zeros((T, N), dtype=torch.bool, device=device)
+        self.truncated = torch.zeros((T, N), dtype=torch.bool, device=device)
+        self.final_values = torch.zeros((T, N), device=device)  # V(final obs) at truncated steps
+        self.episode_returns = torch.zeros((T, N), device=device)  # raw return of episodes ending here, else 0
+        self.episode_lengths = torch.zeros((T, N), dtype=torch.int64, device=device)  # their lengths, else 0
+
+
+class OnPolicyCollector:
+    """Steps a batched env with an on-policy agent for n_steps at a time.
+
+    Keeps the observation to act on next between rollouts, sums of finished episodes'
+    returns and lengths as device tensors (read by the trainer once per log), and the
+    seconds spent stepping envs and running the policy.
+    """
+
+    def __init__(self, env: TorchVectorEnv, agent: Any, n_steps: int):
+        self.env, self.agent, self.n_steps = env, agent, n_steps
+        self.storage = RolloutStorage(n_steps, env)
+        self.obs: torch.Tensor | None = None  # [N, *obs_shape]
+        device = env.device
+        self.episode_return_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.episode_length_sum = torch.zeros((), dtype=torch.int64, device=device)
+        self.episode_count = torch.zeros((), dtype=torch.int64, device=device)
+        self.env_seconds = 0.0
+        self.inference_seconds = 0.0
+
+    def reset(self, seed: int | None) -> None:
+        self.obs, _ = self.env.reset(seed=seed)
+
+    def collect(self) -> Rollout:
+        """Run n_steps steps in every env and return them as a `Rollout` (views of the storage)."""
+        s, env, agent = self.storage, self.env, self.agent
+        clock = time.perf_counter
+        env_seconds = inference_seconds = 0.0
+        s.final_values.zero_()
+        for t in range(self.n_steps):
+            t0 = clock()
+            policy = agent.act(self.obs)
+            t1 = clock()
+            next_obs, reward, terminated, truncated, info = env.step(policy.action)
+            t2 = clock()
+            s.obs[t] = self.obs
+            s.actions[t] = policy.action
+            s.log_probs[t] = policy.log_prob
+            s.values[t] = policy.value
+            s.rewards[t] = reward
+            s.terminated[t] = terminated
+            s.truncated[t] = truncated
+            if truncated.any():
+                # A time limit is not a terminal state: bootstrap from the state it cut off at.
+                s.final_values[t] = torch.where(truncated, agent.value(info["final_obs"]), 0.0)
+            s.episode_returns[t] = info["episode_return"]
+            s.episode_lengths[t] = info["episode_length"]
+            self.obs = next_obs
+            t3 = clock()
+            env_seconds += t2 - t1
+            inference_seconds += (t1 - t0) + (t3 - t2)
+        t0 = clock()
+        last_value = agent.value(self.obs)
+        next_values = torch.cat([s.values[1:], last_value.unsqueeze(0)])
+        next_values = torch.where(s.truncated, s.final_values, next_values)
+        self.inference_seconds += inference_seconds + clock() - t0
+        self.env_seconds += env_seconds
+        self.episode_return_sum += s.episode_returns.sum()
+        self.episode_length_sum += s.episode_lengths.sum()
+        self.episode_count += (s.episode_lengths > 0).sum()
+        return Rollout(s.obs, s.actions, s.log_probs, s.values, s.rewards, s.terminated, s.truncated, next_values)
+
+    def pop_episode_stats(self) -> dict[str, float]:
+        """Mean return and length of the episodes finished since the last call (one host read)."""
+        total_return, total_length, count = (
+            torch.stack([self.episode_return_sum, self.episode_length_sum.double(), self.episode_count.double()])
+            .cpu()
+            .tolist()
+        )
+        self.episode_return_sum.zero_()
+        self.episode_length_sum.zero_()
+        self.episode_count.zero_()
+        if count == 0:
+            return {}
+        return {
+            "charts/episode_return": total_return / count,
+            "charts/episode_length": total_length / count,
+            "charts/episodes": count,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "obs": self.obs,
+            "episode_return_sum": self.episode_return_sum,
+            "episode_length_sum": self.episode_length_sum,
+            "episode_count": self.episode_count,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.obs = state["obs"].to(self.env.device)
+        for name in ("episode_return_sum", "episode_length_sum", "episode_count"):
+            getattr(self, name).copy_(state[name])

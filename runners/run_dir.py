@@ -1,0 +1,66 @@
+"""The run directory: resolved config, status, metrics, TensorBoard events, checkpoints.
+
+RUN_DIR/config.yaml       the resolved config (algorithm, run options, preset)
+RUN_DIR/run.json          status (running, finished, interrupted, crashed), last step, wandb id
+RUN_DIR/metrics.jsonl     one JSON object per log event, "step" = env steps
+RUN_DIR/tensorboard/      TensorBoard events with the same metric names
+RUN_DIR/checkpoints/      step_<env steps>.pt, one file per checkpoint
+RUN_DIR/wandb/            wandb's files, when --logger wandb
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents.config import ConfigError
+
+CONFIG_FILE = "config.yaml"
+STATUS_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` so that readers never see a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def check_run_dir_free(path: Path) -> None:
+    """Refuse a run directory that already holds files: a new run never overwrites another."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ConfigError(
+            f"run directory {path} already exists and is not empty; "
+            f"continue it with `drl train --resume {path}` or choose another --run-dir"
+        )
+
+
+def create_run_dir(path: Path) -> Path:
+    """Make a new, empty run directory."""
+    check_run_dir_free(path)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    write_atomic(Path(run_dir) / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def update_status(run_dir: Path, **fields: Any) -> None:
+    status = read_status(run_dir)
+    status.update(fields)
+    write_atomic(Path(run_dir) / STATUS_FILE, json.dumps(status, indent=1) + "\n")

@@ -1,0 +1,215 @@
+"""The trainer: collect -> update -> log -> evaluate -> checkpoint, until the step budget.
+
+A run can stop early (Ctrl-C, SIGTERM, or a `should_stop` callback) and continue later
+from its last checkpoint exactly as if it had never stopped: the checkpoint carries the
+agent, the envs' own state, the pending observation, the counters and the RNG streams.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import envs
+from agents import get_algorithm
+from runners import checkpoint as ckpt
+from runners.cliargs import from_dict, to_dict, warn
+from runners.config import TrainConfig
+from runners.evaluate import EvalResult, evaluate
+from runners.loggers import JsonlSink, MetricLogger, TensorBoardSink, WandbSink
+from runners.progress import ProgressBar
+from runners.rollout import OnPolicyCollector
+from runners.run_dir import update_status, write_config
+from runners.seeding import derive_seeds
+
+
+@dataclass
+class TrainResult:
+    status: str  # "finished" or "interrupted"
+    global_step: int
+    seconds: float
+    final_eval: EvalResult | None
+    checkpoint: Path | None
+
+
+def run_config(train_cfg: TrainConfig, algo_cfg: Any) -> dict[str, Any]:
+    """The resolved config as written to config.yaml and into every checkpoint."""
+    return {"algo": train_cfg.algo, "env_id": train_cfg.env_id, "train": to_dict(train_cfg), "agent": to_dict(algo_cfg)}
+
+
+def configs_from(config: dict[str, Any]) -> tuple[TrainConfig, Any]:
+    """The (TrainConfig, algorithm config) pair saved by `run_config`."""
+    spec = get_algorithm(config["algo"])
+    return from_dict(TrainConfig, config["train"]), from_dict(spec.config_cls, config["agent"])
+
+
+def build_agent(train_cfg: TrainConfig, algo_cfg: Any, env: envs.TorchVectorEnv, device: torch.device) -> Any:
+    """A fresh agent for `env`'s spaces; network weights come from torch's global RNG."""
+    spec = get_algorithm(train_cfg.algo)
+    spec.check_action_space(env.single_action_space, train_cfg.env_id)
+    seeds = derive_seeds(train_cfg.seed)
+    torch.manual_seed(seeds.torch)
+    return spec.agent_cls(
+        algo_cfg, env.single_observation_space, env.single_action_space, train_cfg.num_envs, device, seeds.agent
+    )
+
+
+def crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of `every` lies in (before, after]."""
+    return every > 0 and after // every > before // every
+
+
+class Trainer:
+    """Drives one training run of an on-policy agent; see the module docstring."""
+
+    def __init__(self, train_cfg: TrainConfig, algo_cfg: Any, resume: dict[str, Any] | None = None):
+        train_cfg.validate()
+        algo_cfg.validate()
+        self.cfg, self.algo_cfg = train_cfg, algo_cfg
+        self.device = train_cfg.torch_device()
+        if train_cfg.torch_threads:
+            torch.set_num_threads(train_cfg.torch_threads)
+        self.seeds = derive_seeds(train_cfg.seed)
+        self.env = envs.make(
+            train_cfg.env_id, train_cfg.num_envs, train_cfg.backend, seed=self.seeds.env, device=self.device
+        )
+        try:
+            self.agent = build_agent(train_cfg, algo_cfg, self.env, self.device)
+        except Exception:
+            self.env.close()
+            raise
+        self.collector = OnPolicyCollector(self.env, self.agent, algo_cfg.n_steps)
+        self.steps_per_iteration = algo_cfg.n_steps * train_cfg.num_envs
+        self.global_step = 0
+        self.elapsed = 0.0  # wall seconds of earlier sessions of this run
+        self.phase_seconds = {"update": 0.0, "eval": 0.0}
+        self.resumed_from: int | None = None
+        self.collector.reset(seed=None)  # the envs' first reset uses seeds.env
+        if resume is not None:
+            self._restore(resume)
+
+    # ----------------------------------------------------------------- the loop
+    def run(
+        self, run_dir: Path, should_stop: Callable[[], bool] = lambda: False, wandb_id: str | None = None
+    ) -> TrainResult:
+        """Train until total_steps (or until `should_stop()` says so after an iteration)."""
+        cfg = self.cfg
+        run_dir = Path(run_dir)
+        if self.resumed_from is None:
+            write_config(run_dir, run_config(cfg, self.algo_cfg))
+        logger = self._make_logger(run_dir, wandb_id)
+        update_status(
+            run_dir, status="running", algo=cfg.algo, env_id=cfg.env_id, seed=cfg.seed, total_steps=cfg.total_steps
+        )
+        bar = ProgressBar(cfg.total_steps, self.global_step, cfg.progress, f"{cfg.algo} {cfg.env_id}")
+        start = time.perf_counter()
+        last_log_time, last_log_step = start, self.global_step
+        status, final_eval, path = "finished", None, None
+        try:
+            while self.global_step < cfg.total_steps:
+                before = self.global_step
+                rollout = self.collector.collect()
+                self.global_step += self.steps_per_iteration
+                t0 = time.perf_counter()
+                metrics = self.agent.update(rollout, progress=min(1.0, self.global_step / cfg.total_steps))
+                self.phase_seconds["update"] += time.perf_counter() - t0
+                last = self.global_step >= cfg.total_steps
+
+                if crossed(before, self.global_step, cfg.log_every) or last:
+                    now = time.perf_counter()
+                    metrics.update(self.collector.pop_episode_stats())
+                    metrics["charts/sps"] = (self.global_step - last_log_step) / max(now - last_log_time, 1e-9)
+                    metrics.update(self._time_metrics(now - start))
+                    logger.log(self.global_step, metrics)
+                    bar.update(self.global_step, metrics["charts/sps"], metrics.get("charts/episode_return"))
+                    last_log_time, last_log_step = now, self.global_step
+                if cfg.eval_episodes and (last or crossed(before, self.global_step, cfg.eval_every)):
+                    final_eval = self._evaluate(logger, start)
+                if last or crossed(before, self.global_step, cfg.checkpoint_every):
+                    path = self._save(run_dir, start)
+                if not last and should_stop():
+                    status = "interrupted"
+                    path = self._save(run_dir, start)
+                    break
+        except BaseException:
+            update_status(run_dir, status="crashed", global_step=self.global_step)
+            raise
+        finally:
+            bar.close()
+            logger.close()
+            self.env.close()
+        seconds = self.elapsed + time.perf_counter() - start
+        update_status(run_dir, status=status, global_step=self.global_step, seconds=round(seconds, 3))
+        return TrainResult(status, self.global_step, seconds, final_eval, path)
+
+    def _time_metrics(self, session_seconds: float) -> dict[str, float]:
+        return {
+            "time/elapsed": self.elapsed + session_seconds,
+            "time/env": self.collector.env_seconds,
+            "time/inference": self.collector.inference_seconds,
+            "time/update": self.phase_seconds["update"],
+            "time/eval": self.phase_seconds["eval"],
+        }
+
+    def _evaluate(self, logger: MetricLogger, start: float) -> EvalResult:
+        t0 = time.perf_counter()
+        result = evaluate(self.agent, self.cfg.env_id, self.cfg.eval_episodes, self.seeds.eval)
+        self.phase_seconds["eval"] += time.perf_counter() - t0
+        logger.log(self.global_step, {**result.metrics(), "time/elapsed": self.elapsed + time.perf_counter() - start})
+        return result
+
+    def _make_logger(self, run_dir: Path, wandb_id: str | None) -> MetricLogger:
+        sinks: list[Any] = [JsonlSink(run_dir, self.resumed_from), TensorBoardSink(run_dir, self.resumed_from)]
+        if "wandb" in self.cfg.loggers():
+            cfg = self.cfg
+            options = {"project": cfg.wandb_project, "entity": cfg.wandb_entity, "group": cfg.wandb_group}
+            name = f"{cfg.algo}-{cfg.env_id}-s{cfg.seed}"
+            sink = WandbSink(run_dir, run_config(cfg, self.algo_cfg), name, wandb_id, options)
+            update_status(run_dir, wandb_id=sink.id)
+            sinks.append(sink)
+        return MetricLogger(sinks)
+
+    # ----------------------------------------------------------- checkpoints
+    def checkpoint_payload(self, session_seconds: float) -> dict[str, Any]:
+        try:
+            env_state = self.env.state_dict()
+        except (TypeError, AttributeError, pickle.PicklingError) as exc:
+            warn(f"{self.cfg.env_id} cannot be pickled ({exc}); a resumed run will restart its episodes")
+            env_state = None
+        return {
+            "config": run_config(self.cfg, self.algo_cfg),
+            "global_step": self.global_step,
+            "elapsed": self.elapsed + session_seconds,
+            "phase_seconds": dict(self.phase_seconds),
+            "agent": self.agent.state_dict(),
+            "collector": self.collector.state_dict(),
+            "collector_seconds": [self.collector.env_seconds, self.collector.inference_seconds],
+            "env": env_state,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def _save(self, run_dir: Path, start: float) -> Path:
+        path = ckpt.checkpoint_path(run_dir, self.global_step)
+        ckpt.save_checkpoint(path, self.checkpoint_payload(time.perf_counter() - start))
+        update_status(run_dir, global_step=self.global_step, checkpoint=path.name)
+        return path
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        self.agent.load_state_dict(payload["agent"])
+        self.global_step = self.resumed_from = int(payload["global_step"])
+        self.elapsed = float(payload["elapsed"])
+        self.phase_seconds.update(payload["phase_seconds"])
+        self.collector.env_seconds, self.collector.inference_seconds = payload["collector_seconds"]
+        torch.set_rng_state(payload["torch_rng"])
+        self.collector.load_state_dict(payload["collector"])
+        if payload["env"] is None:
+            warn("the checkpoint holds no env state; episodes restart from a reset")
+            self.collector.reset(seed=self.seeds.env + self.global_step)
+        else:
+            self.env.load_state_dict(payload["env"])

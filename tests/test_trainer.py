@@ -1,0 +1,82 @@
+"""Whole runs: determinism, and resume giving exactly the uninterrupted run."""
+
+import json
+
+import pytest
+import torch
+
+from runners.checkpoint import find_checkpoint, load_checkpoint
+from runners.run_dir import create_run_dir, read_status
+from runners.trainer import Trainer
+
+from conftest import read_metrics
+
+
+def train(train_cfg, algo_cfg, run_dir, **kwargs):
+    train_cfg.run_dir = str(run_dir)
+    return Trainer(train_cfg, algo_cfg).run(create_run_dir(run_dir), **kwargs)
+
+
+def test_same_seed_gives_identical_metrics(tmp_path, small_ppo):
+    train_cfg, algo_cfg = small_ppo
+    train(train_cfg, algo_cfg, tmp_path / "a")
+    train(train_cfg, algo_cfg, tmp_path / "b")
+    a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
+    assert len(a) > 10 and a == b
+    assert any("eval/mean_return" in row for row in a) and any("losses/value_loss" in row for row in a)
+
+
+def test_different_seeds_differ(tmp_path, small_ppo):
+    train_cfg, algo_cfg = small_ppo
+    train_cfg.total_steps = 1024
+    train(train_cfg, algo_cfg, tmp_path / "a")
+    train_cfg.seed += 1
+    train(train_cfg, algo_cfg, tmp_path / "b")
+    assert read_metrics(tmp_path / "a") != read_metrics(tmp_path / "b")
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, small_ppo):
+    train_cfg, algo_cfg = small_ppo
+    train(train_cfg, algo_cfg, tmp_path / "whole")
+
+    # Crash at 6144 steps: the last checkpoint is at 4096, and metrics up to 6144 are on disk.
+    run_dir = tmp_path / "crashed"
+    trainer = Trainer(train_cfg, algo_cfg)
+
+    def crash():
+        if trainer.global_step >= 6144:
+            raise SimulatedCrash
+        return False
+
+    with pytest.raises(SimulatedCrash):
+        trainer.run(create_run_dir(run_dir), should_stop=crash)
+    assert read_status(run_dir)["status"] == "crashed"
+    assert max(row["step"] for row in read_metrics(run_dir)) == 6144
+
+    payload = load_checkpoint(run_dir)
+    assert payload["global_step"] == 4096
+    result = Trainer(train_cfg, algo_cfg, resume=payload).run(run_dir)
+    assert result.status == "finished" and read_status(run_dir)["status"] == "finished"
+
+    assert read_metrics(run_dir) == read_metrics(tmp_path / "whole")
+    final_a = load_checkpoint(tmp_path / "whole")["agent"]["net"]
+    final_b = load_checkpoint(run_dir)["agent"]["net"]
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def test_graceful_stop_writes_a_checkpoint_and_resume_finishes(tmp_path, small_ppo):
+    train_cfg, algo_cfg = small_ppo
+    train_cfg.checkpoint_every = 0
+    run_dir = tmp_path / "stopped"
+    trainer = Trainer(train_cfg, algo_cfg)
+    result = trainer.run(create_run_dir(run_dir), should_stop=lambda: trainer.global_step >= 2048)
+    assert result.status == "interrupted" and result.global_step == 2048
+    assert find_checkpoint(run_dir).name == "step_000000002048.pt"
+    result = Trainer(train_cfg, algo_cfg, resume=load_checkpoint(run_dir)).run(run_dir)
+    assert result.global_step == 8192
+    status = json.loads((run_dir / "run.json").read_text())
+    assert status["status"] == "finished" and status["global_step"] == 8192
