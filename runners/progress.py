@@ -1,4 +1,8 @@
-"""A progress bar for training on a terminal: steps, steps/s, recent return, ETA."""
+"""Training progress for people: steps, steps/s, recent return, ETA.
+
+On a terminal: rich's live progress bar. Elsewhere (a log file, a cluster job): one plain
+line on stderr at every tenth of the run.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,14 @@ import sys
 
 
 class ProgressBar:
-    """rich's progress bar when stderr is a terminal and it is enabled; silent otherwise."""
-
     def __init__(self, total: int, completed: int, enabled: bool, description: str):
+        self.total, self.description = total, description
         self.bar = None
-        if not (enabled and sys.stderr.isatty()):
+        self.next_tenth: int | None = None  # plain mode: report when completed passes this tenth
+        if not enabled:
+            return
+        if not sys.stderr.isatty():
+            self.next_tenth = completed * 10 // total + 1
             return
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -23,20 +30,23 @@ class ProgressBar:
             TextColumn("return {task.fields[ret]}"),
             TimeRemainingColumn(),
             console=Console(file=sys.stderr),
-            transient=False,
         )
         self.task = self.bar.add_task(description, total=total, completed=completed, sps="-", ret="-")
         self.bar.start()
 
-    def update(self, completed: int, sps: float | None = None, episode_return: float | None = None) -> None:
-        if self.bar is None:
-            return
-        fields = {}
-        if sps is not None:
-            fields["sps"] = f"{sps:,.0f}"
-        if episode_return is not None:
-            fields["ret"] = f"{episode_return:.1f}"
-        self.bar.update(self.task, completed=completed, **fields)
+    def update(self, completed: int, sps: float, episode_return: float | None = None) -> None:
+        ret = "-" if episode_return is None else f"{episode_return:.1f}"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=completed, sps=f"{sps:,.0f}", ret=ret)
+        elif self.next_tenth is not None and completed * 10 >= self.next_tenth * self.total:
+            self.next_tenth = completed * 10 // self.total + 1
+            eta = max(self.total - completed, 0) / max(sps, 1e-9)
+            print(
+                f"drl: {self.description}: {completed}/{self.total} steps ({100 * completed / self.total:.0f}%), "
+                f"{sps:,.0f} steps/s, return {ret}, ETA {eta:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.bar is not None:

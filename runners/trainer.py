@@ -101,8 +101,7 @@ class Trainer:
         """Train until total_steps (or until `should_stop()` says so after an iteration)."""
         cfg = self.cfg
         run_dir = Path(run_dir)
-        if self.resumed_from is None:
-            write_config(run_dir, run_config(cfg, self.algo_cfg))
+        write_config(run_dir, run_config(cfg, self.algo_cfg))  # on resume: with any new total_steps
         logger = self._make_logger(run_dir, wandb_id)
         update_status(
             run_dir, status="running", algo=cfg.algo, env_id=cfg.env_id, seed=cfg.seed, total_steps=cfg.total_steps
