@@ -91,6 +91,18 @@ def _describe(tp: Any) -> str:
     )
 
 
+def _metavar(tp: Any) -> str:
+    """How --help shows an option's value: INT, FLOAT, {a,b}; optional values add |none."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return "{" + ",".join(map(str, args)) + "}"
+    if origin in _UNIONS:
+        return "|".join(_metavar(a) if a is not type(None) else "none" for a in args)
+    if origin is tuple:
+        return _metavar(args[0])
+    return tp.__name__.upper()
+
+
 def parse_value(tp: Any, raw: Any) -> Any:
     """Convert `raw` (a command-line string or a YAML value) to the type `tp`, or raise ValueError."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -178,9 +190,14 @@ def add_arguments(parser: argparse.ArgumentParser, cfg: Any, title: str, skip: t
                 raise argparse.ArgumentTypeError(f"expected {_describe(tp)}, got {raw!r}") from None
 
         nargs = "+" if typing.get_origin(leaf.type) is tuple else None
-        metavar = leaf.type.__name__.upper() if isinstance(leaf.type, type) else "VALUE"
         group.add_argument(
-            option(name), dest=name, type=convert, nargs=nargs, default=default, help=helptext, metavar=metavar
+            option(name),
+            dest=name,
+            type=convert,
+            nargs=nargs,
+            default=default,
+            help=helptext,
+            metavar=_metavar(leaf.type),
         )
 
 

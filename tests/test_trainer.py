@@ -80,3 +80,26 @@ def test_graceful_stop_writes_a_checkpoint_and_resume_finishes(tmp_path, small_p
     assert result.global_step == 8192
     status = json.loads((run_dir / "run.json").read_text())
     assert status["status"] == "finished" and status["global_step"] == 8192
+
+
+def test_normalizer_statistics_are_checkpointed_and_frozen_in_evaluation(tmp_path, small_ppo):
+    from runners.evaluate import evaluate
+    from runners.trainer import build_agent
+
+    train_cfg, algo_cfg = small_ppo
+    train_cfg.total_steps = 1024
+    trainer = Trainer(train_cfg, algo_cfg)
+    trainer.run(create_run_dir(tmp_path / "run"))
+    stats = {k: v.clone() for k, v in trainer.agent.obs_normalizer.state_dict().items()}
+    assert stats["rms.count"] > 1000  # updated from the rollouts
+
+    evaluate(trainer.agent, "CartPole-v1", episodes=3, seed=0)
+    after = trainer.agent.obs_normalizer.state_dict()
+    assert all(torch.equal(stats[k], after[k]) for k in stats)
+
+    payload = load_checkpoint(tmp_path / "run")
+    fresh = build_agent(train_cfg, algo_cfg, trainer.env, torch.device("cpu"))
+    fresh.load_state_dict(payload["agent"])
+    loaded = fresh.obs_normalizer.state_dict()
+    assert all(torch.equal(stats[k], loaded[k]) for k in stats)
+    assert fresh.reward_scaler.rms.count > 1000
