@@ -58,7 +58,7 @@ class A2C(OnPolicyAgent):
             params, lr=cfg.learning_rate, alpha=cfg.rmsprop_alpha, eps=cfg.optimizer_eps, foreach=True
         )
 
-    def update(self, batch: Rollout, progress: float) -> dict[str, float]:
+    def update(self, batch: Rollout, progress: float) -> dict[str, float | torch.Tensor]:
         cfg = self.config
         lr = scheduled(cfg.learning_rate, cfg.lr_schedule, progress)
         self.set_learning_rate(lr)
@@ -79,9 +79,9 @@ class A2C(OnPolicyAgent):
         torch.nn.utils.clip_grad_norm_(list(self.net.parameters()), cfg.max_grad_norm, foreach=True)
         self.optimizer.step()
 
-        losses = torch.stack([policy_loss, value_loss, entropy_mean]).detach().tolist()
+        losses = torch.stack([policy_loss, value_loss, entropy_mean]).detach()
         metrics = dict(zip(("losses/policy_loss", "losses/value_loss", "losses/entropy"), losses, strict=True))
-        metrics["losses/explained_variance"] = explained_variance(batch.values.flatten(), returns).item()
+        metrics["losses/explained_variance"] = explained_variance(batch.values.flatten(), returns)
         metrics["charts/learning_rate"] = lr
         self.finish_update(batch)
         return metrics

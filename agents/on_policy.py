@@ -129,7 +129,9 @@ class OnPolicyAgent:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def update(self, batch: Rollout, progress: float) -> dict[str, float]:
+    def update(self, batch: Rollout, progress: float) -> dict[str, float | torch.Tensor]:
+        """Learn from one rollout; `progress` in [0, 1] drives the schedules. Returns metrics as
+        floats or 0-d tensors (left on the device: the trainer reads them only when it logs)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:

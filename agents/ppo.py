@@ -62,7 +62,7 @@ class PPO(OnPolicyAgent):
             self.net.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps, **fused_kwargs(self.device)
         )
 
-    def update(self, batch: Rollout, progress: float) -> dict[str, float]:
+    def update(self, batch: Rollout, progress: float) -> dict[str, float | torch.Tensor]:
         cfg = self.config
         lr = scheduled(cfg.learning_rate, cfg.lr_schedule, progress)
         clip = scheduled(cfg.clip_range, cfg.clip_schedule, progress)
@@ -83,27 +83,27 @@ class PPO(OnPolicyAgent):
         if cfg.normalize_advantage and full_batch:
             advantages = standardize(advantages)
 
+        data = (obs, actions, old_log_probs, old_values, advantages, returns)
         history = []  # per minibatch: policy, value, entropy losses, approx KL, clip fraction
         params = list(self.net.parameters())
         stopped_early = False
         for _ in range(cfg.n_epochs):
             if full_batch:
-                minibatches = [slice(None)]
-            else:
-                minibatches = torch.randperm(size, generator=self.generator, device=self.device).split(cfg.batch_size)
-            for idx in minibatches:
-                log_probs, entropy, values = self.net.evaluate(obs[idx], actions[idx])
-                log_ratio = log_probs - old_log_probs[idx]
+                minibatches = [data]
+            else:  # shuffle once per epoch, then take contiguous slices
+                order = torch.randperm(size, generator=self.generator, device=self.device)
+                minibatches = zip(*(x[order].split(cfg.batch_size) for x in data), strict=True)
+            for mb_obs, mb_actions, mb_old_log_probs, mb_old_values, adv, target in minibatches:
+                log_probs, entropy, values = self.net.evaluate(mb_obs, mb_actions)
+                log_ratio = log_probs - mb_old_log_probs
                 ratio = log_ratio.exp()
-                adv = advantages[idx]
                 if standardize_each and adv.numel() > 1:
                     adv = standardize(adv)
                 policy_loss = -torch.min(adv * ratio, adv * ratio.clamp(1.0 - clip, 1.0 + clip)).mean()
 
-                target = returns[idx]
                 value_loss = (values - target).square()
                 if cfg.clip_range_vf is not None:
-                    old = old_values[idx]
+                    old = mb_old_values
                     clipped = old + (values - old).clamp(-cfg.clip_range_vf, cfg.clip_range_vf)
                     value_loss = torch.max(value_loss, (clipped - target).square())
                 value_loss = value_loss.mean()
@@ -127,9 +127,9 @@ class PPO(OnPolicyAgent):
 
         metrics = {"charts/learning_rate": lr, "charts/clip_range": clip, "losses/stopped_early": float(stopped_early)}
         if history:
-            means = torch.stack(history).mean(dim=0).tolist()
+            means = torch.stack(history).mean(dim=0)
             names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
             metrics.update({f"losses/{name}": value for name, value in zip(names, means, strict=True)})
-        metrics["losses/explained_variance"] = explained_variance(old_values, returns).item()
+        metrics["losses/explained_variance"] = explained_variance(old_values, returns)
         self.finish_update(batch)
         return metrics

@@ -10,9 +10,10 @@ import torch
 
 from envs.vector import SnapshotWrapper, TorchVectorEnv
 
-BACKENDS = ("gym", "async")
+BACKENDS = ("gym", "async", "native")
 """gym: Gymnasium's SyncVectorEnv (envs stepped in turn in this process);
-async: Gymnasium's AsyncVectorEnv (one worker process per env)."""
+async: Gymnasium's AsyncVectorEnv (one worker process per env);
+native: our torch implementation of the env, all envs as one tensor program on the device."""
 
 # Namespaces whose envs register themselves when their package is imported.
 _PROVIDERS = {"ALE": "ale_py"}
@@ -66,6 +67,8 @@ def make(
         raise EnvError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if num_envs < 1:
         raise EnvError(f"num_envs must be at least 1, got {num_envs}")
+    if backend == "native":
+        return _make_native(env_id, num_envs, seed, device, env_kwargs)
     spec = resolve_env_id(env_id)
 
     def make_one(index: int):
@@ -81,3 +84,17 @@ def make(
     except gym.error.Error as exc:
         raise EnvError(f"cannot make {env_id!r}: {_first_line(exc)}") from None
     return TorchVectorEnv(vector_env, device, seed)
+
+
+def _make_native(env_id: str, num_envs: int, seed: int | None, device: torch.device | str, kwargs: dict):
+    from envs.native import NATIVE_ENVS, make_native
+
+    if env_id not in NATIVE_ENVS:
+        raise EnvError(
+            f"{env_id!r} has no native version; native envs: {', '.join(sorted(NATIVE_ENVS))} "
+            "(use --backend gym or async for other envs)"
+        )
+    try:
+        return make_native(env_id, num_envs, device, seed, **kwargs)
+    except TypeError as exc:
+        raise EnvError(f"cannot make native {env_id!r}: {_first_line(exc)}") from None

@@ -96,9 +96,10 @@ def cmd_train(args: list[str]) -> int:
 
     pre = ArgumentParser(add_help=False)
     pre.add_argument("--preset")
+    pre.add_argument("--backend")
     known, _ = pre.parse_known_args(rest)
     train_cfg, algo_cfg = TrainConfig(algo=spec.name, env_id=env_id), spec.config_cls()
-    preset, values = load_preset(spec.name, env_id, known.preset)
+    preset, values = load_preset(spec.name, env_id, known.preset, known.backend)
     set_values([train_cfg, algo_cfg], values, f"preset {preset}")
 
     description = f"Train {spec.summary} ({spec.name}) on {env_id}. " + (
@@ -194,6 +195,9 @@ def _train(trainer: Trainer, run_dir: Path, wandb_id: str | None) -> int:
     if result.final_eval is not None:
         ev = result.final_eval
         summary += f"; eval return {ev.mean_return:.2f} +- {ev.std_return:.2f} over {len(ev.returns)} episodes"
+    if result.solved is not None:
+        steps, seconds = result.solved
+        summary += f"; solved (eval >= {cfg.solved_threshold:g}) at step {steps} after {seconds:.2f} s of training"
     print(f"{summary}; run dir {run_dir}")
     return 0
 

@@ -24,8 +24,9 @@ class TrainConfig:
     """Environment steps to train for, summed over all envs."""
     num_envs: int = 8
     """Parallel environments."""
-    backend: Literal["gym", "async"] = "gym"
-    """Vector env backend: gym (envs stepped in this process) or async (one process per env)."""
+    backend: Literal["gym", "async", "native"] = "gym"
+    """Vector env backend: gym (envs stepped in this process), async (one process per env), or
+    native (our torch version of a classic-control env: all envs as tensors on the device)."""
     seed: int = 0
     """Root seed; every other seed (envs, torch, evaluation) is derived from it."""
     device: str = "auto"
@@ -42,6 +43,11 @@ class TrainConfig:
     """Evaluate the policy every this many env steps (0: only at the end)."""
     eval_episodes: int = 10
     """Episodes per evaluation (0: no evaluation)."""
+    solved_threshold: float | None = None
+    """Eval mean return that counts as solving the env (presets give it); the first evaluation
+    reaching it is logged as eval/solved_step and eval/solved_seconds."""
+    stop_when_solved: bool = False
+    """End training at the first evaluation that reaches solved_threshold."""
     checkpoint_every: int = 50_000
     """Write a checkpoint every this many env steps (one is always written at the end)."""
     progress: bool = True
@@ -57,6 +63,12 @@ class TrainConfig:
 
     def validate(self) -> None:
         require_positive(self, "total_steps", "num_envs", "log_every")
+        require(
+            not self.stop_when_solved or self.solved_threshold is not None,
+            "stop_when_solved",
+            "used with --solved-threshold",
+            self.stop_when_solved,
+        )
         require_non_negative(self, "seed", "eval_every", "eval_episodes", "checkpoint_every", "torch_threads")
         require(self.device == "auto" or _is_device(self.device), "device", "auto, cpu, cuda or cuda:N", self.device)
         for name in self.loggers():

@@ -31,11 +31,12 @@ from runners.seeding import derive_seeds
 
 @dataclass
 class TrainResult:
-    status: str  # "finished" or "interrupted"
+    status: str  # "finished", "solved" (stopped early by stop_when_solved) or "interrupted"
     global_step: int
     seconds: float
     final_eval: EvalResult | None
     checkpoint: Path | None
+    solved: tuple[int, float] | None = None  # env steps and training seconds (evaluation excluded) to solve
 
 
 def run_config(train_cfg: TrainConfig, algo_cfg: Any) -> dict[str, Any]:
@@ -58,6 +59,13 @@ def build_agent(train_cfg: TrainConfig, algo_cfg: Any, env: envs.TorchVectorEnv,
     return spec.agent_cls(
         algo_cfg, env.single_observation_space, env.single_action_space, train_cfg.num_envs, device, seeds.agent
     )
+
+
+def host_values(metrics: dict[str, float | torch.Tensor]) -> dict[str, float]:
+    """The metrics as Python floats, device tensors read in one transfer."""
+    tensors = [v.detach().reshape(()).double() for v in metrics.values() if torch.is_tensor(v)]
+    values = iter(torch.stack(tensors).tolist() if tensors else [])
+    return {k: next(values) if torch.is_tensor(v) else float(v) for k, v in metrics.items()}
 
 
 def crossed(before: int, after: int, every: int) -> bool:
@@ -90,6 +98,7 @@ class Trainer:
         self.elapsed = 0.0  # wall seconds of earlier sessions of this run
         self.phase_seconds = {"update": 0.0, "eval": 0.0}
         self.resumed_from: int | None = None
+        self.solved: tuple[int, float] | None = None
         self.collector.reset(seed=None)  # the envs' first reset uses seeds.env
         if resume is not None:
             self._restore(resume)
@@ -120,18 +129,24 @@ class Trainer:
                 self.phase_seconds["update"] += time.perf_counter() - t0
                 last = self.global_step >= cfg.total_steps
 
+                if cfg.eval_episodes and (last or crossed(before, self.global_step, cfg.eval_every)):
+                    final_eval = self._evaluate(logger, start)
+                    if cfg.stop_when_solved and self.solved is not None:
+                        status, last = "solved", True
                 if crossed(before, self.global_step, cfg.log_every) or last:
+                    metrics = host_values({**metrics, **self.collector.pop_episode_stats()})
+                    if metrics["charts/episodes"] == 0:
+                        del metrics["charts/episode_return"], metrics["charts/episode_length"]
                     now = time.perf_counter()
-                    metrics.update(self.collector.pop_episode_stats())
                     metrics["charts/sps"] = (self.global_step - last_log_step) / max(now - last_log_time, 1e-9)
                     metrics.update(self._time_metrics(now - start))
                     logger.log(self.global_step, metrics)
                     bar.update(self.global_step, metrics["charts/sps"], metrics.get("charts/episode_return"))
                     last_log_time, last_log_step = now, self.global_step
-                if cfg.eval_episodes and (last or crossed(before, self.global_step, cfg.eval_every)):
-                    final_eval = self._evaluate(logger, start)
                 if last or crossed(before, self.global_step, cfg.checkpoint_every):
                     path = self._save(run_dir, start)
+                if status == "solved":
+                    break
                 if not last and should_stop():
                     status = "interrupted"
                     path = self._save(run_dir, start)
@@ -145,7 +160,7 @@ class Trainer:
             self.env.close()
         seconds = self.elapsed + time.perf_counter() - start
         update_status(run_dir, status=status, global_step=self.global_step, seconds=round(seconds, 3))
-        return TrainResult(status, self.global_step, seconds, final_eval, path)
+        return TrainResult(status, self.global_step, seconds, final_eval, path, self.solved)
 
     def _time_metrics(self, session_seconds: float) -> dict[str, float]:
         return {
@@ -158,9 +173,15 @@ class Trainer:
 
     def _evaluate(self, logger: MetricLogger, start: float) -> EvalResult:
         t0 = time.perf_counter()
+        training_seconds = self.elapsed + (t0 - start) - self.phase_seconds["eval"]  # evaluation excluded
         result = evaluate(self.agent, self.cfg.env_id, self.cfg.eval_episodes, self.seeds.eval)
         self.phase_seconds["eval"] += time.perf_counter() - t0
-        logger.log(self.global_step, {**result.metrics(), "time/elapsed": self.elapsed + time.perf_counter() - start})
+        metrics = {**result.metrics(), "time/elapsed": self.elapsed + time.perf_counter() - start}
+        threshold = self.cfg.solved_threshold
+        if self.solved is None and threshold is not None and result.mean_return >= threshold:
+            self.solved = (self.global_step, training_seconds)
+            metrics["eval/solved_step"], metrics["time/solved_seconds"] = self.solved
+        logger.log(self.global_step, metrics)
         return result
 
     def _make_logger(self, run_dir: Path, wandb_id: str | None) -> MetricLogger:
@@ -186,6 +207,7 @@ class Trainer:
             "global_step": self.global_step,
             "elapsed": self.elapsed + session_seconds,
             "phase_seconds": dict(self.phase_seconds),
+            "solved": self.solved,
             "agent": self.agent.state_dict(),
             "collector": self.collector.state_dict(),
             "collector_seconds": [self.collector.env_seconds, self.collector.inference_seconds],
@@ -204,6 +226,7 @@ class Trainer:
         self.global_step = self.resumed_from = int(payload["global_step"])
         self.elapsed = float(payload["elapsed"])
         self.phase_seconds.update(payload["phase_seconds"])
+        self.solved = None if payload["solved"] is None else tuple(payload["solved"])
         self.collector.env_seconds, self.collector.inference_seconds = payload["collector_seconds"]
         torch.set_rng_state(payload["torch_rng"])
         self.collector.load_state_dict(payload["collector"])

@@ -132,6 +132,7 @@ def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
     [
         (["train", "dqm", "CartPole-v1"], ["unknown algorithm 'dqm'", "ppo"]),
         (["train", "ppo", "NoSuchEnv-v0"], ["unknown environment id 'NoSuchEnv-v0'"]),
+        (["train", "ppo", "LunarLander-v3", "--backend", "native"], ["no native version", "native envs: Acrobot-v1"]),
         (["train", "ppo", "toy_envs:MultiBinaryAction-v0"], ["ppo cannot act in", "MultiBinary", "supports Discrete"]),
         (["train", "ppo", "CartPole-v1", "--n-steps", "-5"], ["--n-steps must be positive, got -5"]),
         (["train", "ppo", "CartPole-v1", "--learning-rate", "fast"], ["--learning-rate", "expected a number"]),

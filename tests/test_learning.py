@@ -44,3 +44,22 @@ def test_a2c_learns_cartpole(tmp_path):
     agent = train_preset(tmp_path, "a2c", "CartPole-v1", seed=0, total_steps=150_000)
     result = evaluate(agent, "CartPole-v1", episodes=20, seed=1234)
     assert result.mean_return >= 100, result.returns
+
+
+def test_ppo_on_native_cartpole_solves_gymnasium_cartpole(tmp_path):
+    from runners.seeding import derive_seeds
+
+    spec = get_algorithm("ppo")
+    train, agent = TrainConfig(algo="ppo", env_id="CartPole-v1", seed=0, device="cpu"), spec.config_cls()
+    name, values = load_preset("ppo", "CartPole-v1", None, backend="native")
+    assert name == "CartPole-v1@native" and values["backend"] == "native"
+    set_values([train, agent], values, name)
+    train.progress, train.checkpoint_every = False, 0
+    trainer = Trainer(train, agent)
+    result = trainer.run(create_run_dir(tmp_path / "native"))
+    assert trainer.env.__class__.__name__ == "CartPole"  # it really trained on the native env
+    assert result.status == "solved" and result.global_step < train.total_steps
+    # Evaluated on Gymnasium's own CartPole-v1: the episodes `drl eval` plays by default...
+    assert evaluate(trainer.agent, "CartPole-v1", 20, derive_seeds(0).eval).mean_return >= 475
+    # ...and 100 others (seeds 0-2 gave 476.0, 469.6 and 500.0 there).
+    assert evaluate(trainer.agent, "CartPole-v1", 100, seed=10_000).mean_return >= 450

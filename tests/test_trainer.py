@@ -17,8 +17,10 @@ def train(train_cfg, algo_cfg, run_dir, **kwargs):
     return Trainer(train_cfg, algo_cfg).run(create_run_dir(run_dir), **kwargs)
 
 
-def test_same_seed_gives_identical_metrics(tmp_path, small_ppo):
+@pytest.mark.parametrize("backend", ["gym", "native"])
+def test_same_seed_gives_identical_metrics(tmp_path, small_ppo, backend):
     train_cfg, algo_cfg = small_ppo
+    train_cfg.backend = backend
     train(train_cfg, algo_cfg, tmp_path / "a")
     train(train_cfg, algo_cfg, tmp_path / "b")
     a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
@@ -39,8 +41,10 @@ class SimulatedCrash(Exception):
     pass
 
 
-def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, small_ppo):
+@pytest.mark.parametrize("backend", ["gym", "native"])
+def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, small_ppo, backend):
     train_cfg, algo_cfg = small_ppo
+    train_cfg.backend = backend
     train(train_cfg, algo_cfg, tmp_path / "whole")
 
     # Crash at 6144 steps: the last checkpoint is at 4096, and metrics up to 6144 are on disk.

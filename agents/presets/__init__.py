@@ -2,8 +2,10 @@
 
 Each file maps a preset name to flat option values (any `drl train` option: run options
 such as num_envs and total_steps, algorithm options such as n_steps). The preset named
-after the env id is the default for that env; `--preset NAME` picks another entry of the
-algorithm's file and `--preset FILE.yaml` a file of your own holding one flat mapping.
+after the env id is the default for that env, and `ENV_ID@BACKEND` the default when that
+backend is chosen (e.g. CartPole-v1@native for --backend native); `--preset NAME` picks
+another entry of the algorithm's file and `--preset FILE.yaml` a file of your own holding
+one flat mapping.
 Every entry says where its numbers come from.
 """
 
@@ -33,12 +35,18 @@ def available_presets(algo: str) -> dict[str, dict[str, Any]]:
     return _read_yaml(path) if path.exists() else {}
 
 
-def load_preset(algo: str, env_id: str, preset: str | None) -> tuple[str | None, dict[str, Any]]:
+def load_preset(
+    algo: str, env_id: str, preset: str | None, backend: str | None = None
+) -> tuple[str | None, dict[str, Any]]:
     """The preset's name and values: `preset` as a name or a YAML path, or by default the
-    entry named `env_id` if the algorithm has one (else no preset: the config defaults)."""
+    entry named `ENV_ID@BACKEND` (e.g. CartPole-v1@native) when `backend` is given and has
+    one, else the entry named `env_id`, else no preset (the config defaults)."""
     shipped = available_presets(algo)
     if preset is None:
-        return (env_id, dict(shipped[env_id])) if env_id in shipped else (None, {})
+        for name in (f"{env_id}@{backend}" if backend else None, env_id):
+            if name in shipped:
+                return name, dict(shipped[name])
+        return None, {}
     if preset in shipped:
         return preset, dict(shipped[preset])
     path = Path(preset)
