@@ -72,7 +72,9 @@ class A2C(OnPolicyAgent):
         policy_loss = -(advantages * log_probs).mean()
         value_loss = (values - returns).square().mean()
         entropy_mean = entropy.mean()
-        loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
+        loss = policy_loss + cfg.vf_coef * value_loss
+        if cfg.ent_coef:  # with a zero weight, keep the entropy out of the backward pass
+            loss = loss - cfg.ent_coef * entropy_mean
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -108,7 +108,9 @@ class PPO(OnPolicyAgent):
                     value_loss = torch.max(value_loss, (clipped - target).square())
                 value_loss = value_loss.mean()
                 entropy_mean = entropy.mean()
-                loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
+                loss = policy_loss + cfg.vf_coef * value_loss
+                if cfg.ent_coef:  # with a zero weight, keep the entropy out of the backward pass
+                    loss = loss - cfg.ent_coef * entropy_mean
 
                 with torch.no_grad():
                     approx_kl = ((ratio - 1.0) - log_ratio).mean()  # Schulman's low-variance estimator
