@@ -101,30 +101,44 @@ class Pendulum(NativeVectorEnv):
         return torch.stack([torch.cos(theta), torch.sin(theta), thetadot], 1).to(torch.float32)
 
 
+def _mountain_car_start(u: torch.Tensor) -> torch.Tensor:
+    """Both MountainCars start at rest somewhere in [-0.6, -0.4]."""
+    position = _uniform(u[:, 0], -0.6, -0.4)
+    return torch.stack([position, torch.zeros_like(position)], 1)
+
+
+def _mountain_car_move(
+    position: torch.Tensor, velocity: torch.Tensor, acceleration: torch.Tensor, goal: float, goal_velocity: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What both MountainCars do after computing the acceleration: cap the speed at 0.07, move,
+    stop dead against the left wall at -1.2, and reach the goal at or beyond `goal`."""
+    velocity = (velocity + acceleration).clamp(-0.07, 0.07)
+    position = (position + velocity).clamp(-1.2, 0.6)
+    velocity = torch.where((position == -1.2) & (velocity < 0), 0.0, velocity)
+    return position, velocity, (position >= goal) & (velocity >= goal_velocity)
+
+
 class MountainCar(NativeVectorEnv):
     """MountainCar-v0: state (position, velocity), 3 discrete pushes, 200-step limit."""
 
     gym_id = "MountainCar-v0"
     reset_draws = 1
-    min_position, max_position, max_speed, goal_position = -1.2, 0.6, 0.07, 0.5
-    force, gravity = 0.001, 0.0025
+    goal_position, force, gravity = 0.5, 0.001, 0.0025
 
     def __init__(self, *args, goal_velocity: float = 0, **kwargs):
         self.goal_velocity = goal_velocity
         super().__init__(*args, goal_velocity=goal_velocity, **kwargs)
 
     def reset_state(self, u):
-        position = _uniform(u[:, 0], -0.6, -0.4)
-        return torch.stack([position, torch.zeros_like(position)], 1)
+        return _mountain_car_start(u)
 
     def step_state(self, state, action):
         position, velocity = state.unbind(1)
         push = (action - 1).to(torch.float64)
-        velocity = velocity + (push * self.force + torch.cos(3 * position) * (-self.gravity))
-        velocity = velocity.clamp(-self.max_speed, self.max_speed)
-        position = (position + velocity).clamp(self.min_position, self.max_position)
-        velocity = torch.where((position == self.min_position) & (velocity < 0), 0.0, velocity)
-        terminated = (position >= self.goal_position) & (velocity >= self.goal_velocity)
+        acceleration = push * self.force + torch.cos(3 * position) * (-self.gravity)
+        position, velocity, terminated = _mountain_car_move(
+            position, velocity, acceleration, self.goal_position, self.goal_velocity
+        )
         return torch.stack([position, velocity], 1), torch.full_like(position, -1.0), terminated
 
     def observe(self, state):
@@ -140,25 +154,22 @@ class MountainCarContinuous(NativeVectorEnv):
 
     gym_id = "MountainCarContinuous-v0"
     reset_draws = 1
-    min_position, max_position, max_speed, goal_position, power = -1.2, 0.6, 0.07, 0.45, 0.0015
+    goal_position, power = 0.45, 0.0015
 
     def __init__(self, *args, goal_velocity: float = 0, **kwargs):
         self.goal_velocity = goal_velocity
         super().__init__(*args, goal_velocity=goal_velocity, **kwargs)
 
     def reset_state(self, u):
-        position = _uniform(u[:, 0], -0.6, -0.4)
-        return torch.stack([position, torch.zeros_like(position)], 1)
+        return _mountain_car_start(u)
 
     def step_state(self, state, action):
         position, velocity = state.unbind(1)
         a = action[:, 0].to(torch.float64)
-        force = a.clamp(-1.0, 1.0)
-        velocity = velocity + (force * self.power - 0.0025 * torch.cos(3 * position))
-        velocity = velocity.clamp(-self.max_speed, self.max_speed)
-        position = (position + velocity).clamp(self.min_position, self.max_position)
-        velocity = torch.where((position == self.min_position) & (velocity < 0), 0.0, velocity)
-        terminated = (position >= self.goal_position) & (velocity >= self.goal_velocity)
+        acceleration = a.clamp(-1.0, 1.0) * self.power - 0.0025 * torch.cos(3 * position)
+        position, velocity, terminated = _mountain_car_move(
+            position, velocity, acceleration, self.goal_position, self.goal_velocity
+        )
         reward = terminated.to(torch.float64) * 100.0 - a.square() * 0.1
         next_state = torch.stack([position, velocity], 1).to(torch.float32).to(torch.float64)
         return next_state, reward, terminated
