@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -23,16 +24,16 @@ def require(ok: bool, field: str, requirement: str, value: Any) -> None:
 def require_positive(cfg: Any, *fields: str) -> None:
     for name in fields:
         value = getattr(cfg, name)
-        require(value > 0, name, "positive", value)
+        require(math.isfinite(value) and value > 0, name, "positive and finite", value)
 
 
 def require_non_negative(cfg: Any, *fields: str) -> None:
     for name in fields:
         value = getattr(cfg, name)
-        require(value >= 0, name, "zero or positive", value)
+        require(math.isfinite(value) and value >= 0, name, "zero or positive and finite", value)
 
 
 def require_fraction(cfg: Any, *fields: str) -> None:
     for name in fields:
         value = getattr(cfg, name)
-        require(0.0 <= value <= 1.0, name, "between 0 and 1", value)
+        require(0.0 <= value <= 1.0, name, "between 0 and 1", value)  # False for NaN too

@@ -80,7 +80,7 @@ class PPO(OnPolicyAgent):
         # and its advantages are standardised once rather than at every epoch (same result).
         full_batch = cfg.batch_size >= size
         standardize_each = cfg.normalize_advantage and not full_batch
-        if cfg.normalize_advantage and full_batch:
+        if cfg.normalize_advantage and full_batch and size > 1:
             advantages = standardize(advantages)
 
         data = (obs, actions, old_log_probs, old_values, advantages, returns)

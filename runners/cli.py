@@ -151,7 +151,13 @@ def _resume(args: list[str]) -> int:
             f"run {run_dir} already reached {step} of {train_cfg.total_steps} steps; "
             "pass a larger --total-steps to train longer"
         )
-    trainer = Trainer(train_cfg, algo_cfg, resume=payload)
+    try:
+        trainer = Trainer(train_cfg, algo_cfg, resume=payload)
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        if isinstance(exc, USER_ERRORS):
+            raise
+        reason = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"checkpoint {payload['path']} does not fit its config ({reason})") from None
     print(f"drl: resuming {run_dir} from step {step} ({payload['path']})", file=sys.stderr)
     return _train(trainer, run_dir, wandb_id=read_status(run_dir).get("wandb_id"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -10,6 +11,7 @@ import torch
 from agents.config import ConfigError, require, require_non_negative, require_positive
 
 LOGGERS = ("jsonl", "tensorboard", "wandb")
+WANDB_MODES = ("online", "offline", "disabled")
 
 
 @dataclass
@@ -73,6 +75,9 @@ class TrainConfig:
         require(self.device == "auto" or _is_device(self.device), "device", "auto, cpu, cuda or cuda:N", self.device)
         for name in self.loggers():
             require(name in LOGGERS, "logger", "a comma-separated list of " + ", ".join(LOGGERS), self.logger)
+        mode = os.environ.get("WANDB_MODE")
+        if "wandb" in self.loggers() and mode and mode not in WANDB_MODES:
+            raise ConfigError(f"WANDB_MODE={mode!r} is not a wandb mode; use one of: {', '.join(WANDB_MODES)}")
 
     def loggers(self) -> list[str]:
         """Sinks in use: jsonl and tensorboard always, plus any named in `logger`."""

@@ -73,4 +73,8 @@ def evaluate(
                     counts[i] += 1
     finally:
         env.close()
+    if not returns:
+        raise envs.EnvError(
+            f"no episode of {env_id} ended within {max_steps} steps; give the env a time limit (max_episode_steps)"
+        )
     return EvalResult(returns, lengths)

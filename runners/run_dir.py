@@ -45,7 +45,10 @@ def create_run_dir(path: Path) -> Path:
     """Make a new, empty run directory."""
     check_run_dir_free(path)
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
     return path
 
 

@@ -87,21 +87,21 @@ class Trainer:
         self.env = envs.make(
             train_cfg.env_id, train_cfg.num_envs, train_cfg.backend, seed=self.seeds.env, device=self.device
         )
-        try:
-            self.agent = build_agent(train_cfg, algo_cfg, self.env, self.device)
-        except Exception:
-            self.env.close()
-            raise
-        self.collector = OnPolicyCollector(self.env, self.agent, algo_cfg.n_steps)
         self.steps_per_iteration = algo_cfg.n_steps * train_cfg.num_envs
         self.global_step = 0
         self.elapsed = 0.0  # wall seconds of earlier sessions of this run
         self.phase_seconds = {"update": 0.0, "eval": 0.0}
         self.resumed_from: int | None = None
         self.solved: tuple[int, float] | None = None
-        self.collector.reset(seed=None)  # the envs' first reset uses seeds.env
-        if resume is not None:
-            self._restore(resume)
+        try:
+            self.agent = build_agent(train_cfg, algo_cfg, self.env, self.device)
+            self.collector = OnPolicyCollector(self.env, self.agent, algo_cfg.n_steps)
+            self.collector.reset(seed=None)  # the envs' first reset uses seeds.env
+            if resume is not None:
+                self._restore(resume)
+        except BaseException:
+            self.env.close()
+            raise
 
     # ----------------------------------------------------------------- the loop
     def run(
@@ -111,15 +111,17 @@ class Trainer:
         cfg = self.cfg
         run_dir = Path(run_dir)
         write_config(run_dir, run_config(cfg, self.algo_cfg))  # on resume: with any new total_steps
-        logger = self._make_logger(run_dir, wandb_id)
         update_status(
             run_dir, status="running", algo=cfg.algo, env_id=cfg.env_id, seed=cfg.seed, total_steps=cfg.total_steps
         )
-        bar = ProgressBar(cfg.total_steps, self.global_step, cfg.progress, f"{cfg.algo} {cfg.env_id}")
-        start = time.perf_counter()
-        last_log_time, last_log_step = start, self.global_step
+        logger: MetricLogger | None = None
+        bar: ProgressBar | None = None
         status, final_eval, path = "finished", None, None
         try:
+            logger = self._make_logger(run_dir, wandb_id)
+            bar = ProgressBar(cfg.total_steps, self.global_step, cfg.progress, f"{cfg.algo} {cfg.env_id}")
+            start = time.perf_counter()
+            last_log_time, last_log_step = start, self.global_step
             while self.global_step < cfg.total_steps:
                 before = self.global_step
                 rollout = self.collector.collect()
@@ -155,8 +157,10 @@ class Trainer:
             update_status(run_dir, status="crashed", global_step=self.global_step)
             raise
         finally:
-            bar.close()
-            logger.close()
+            if bar is not None:
+                bar.close()
+            if logger is not None:
+                logger.close()
             self.env.close()
         seconds = self.elapsed + time.perf_counter() - start
         update_status(run_dir, status=status, global_step=self.global_step, seconds=round(seconds, 3))

@@ -24,11 +24,13 @@ def drl_env() -> dict[str, str]:
     return env
 
 
-def run_drl(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the installed `drl` console script."""
+def run_drl(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `drl` console script (with extra environment variables `env`)."""
     drl = shutil.which("drl")
     assert drl is not None, "the drl console script is not installed (pip install -e .)"
-    return subprocess.run([drl, *args], cwd=cwd, env=drl_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [drl, *args], cwd=cwd, env={**drl_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def read_metrics(run_dir: Path, keep_wall_clock: bool = False) -> list[dict]:

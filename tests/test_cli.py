@@ -134,9 +134,11 @@ def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
         (["train", "ppo", "NoSuchEnv-v0"], ["unknown environment id 'NoSuchEnv-v0'"]),
         (["train", "ppo", "LunarLander-v3", "--backend", "native"], ["no native version", "native envs: Acrobot-v1"]),
         (["train", "ppo", "toy_envs:MultiBinaryAction-v0"], ["ppo cannot act in", "MultiBinary", "supports Discrete"]),
-        (["train", "ppo", "CartPole-v1", "--n-steps", "-5"], ["--n-steps must be positive, got -5"]),
+        (["train", "ppo", "CartPole-v1", "--n-steps", "-5"], ["--n-steps must be positive and finite, got -5"]),
         (["train", "ppo", "CartPole-v1", "--learning-rate", "fast"], ["--learning-rate", "expected a number"]),
         (["train", "ppo", "CartPole-v1", "--total-steps", "1.5"], ["--total-steps", "expected an integer"]),
+        (["train", "ppo", "CartPole-v1", "--learning-rate", "inf"], ["--learning-rate must be positive and finite"]),
+        (["train", "ppo", "CartPole-v1", "--run-dir", "/proc/drl-run"], ["cannot create run directory /proc/drl-run"]),
         (["train", "ppo", "CartPole-v1", "--n-stpes", "5"], ["unrecognized arguments: --n-stpes"]),
         (["train", "ppo", "CartPole-v1", "--preset", "nope"], ["unknown preset 'nope'"]),
         (["train", "ppo"], ["missing ENV_ID"]),
@@ -199,3 +201,37 @@ def test_wandb_offline_run_holds_metrics_and_config(tmp_path):
     final = [row for row in read_metrics(tmp_path / "w") if "eval/mean_return" in row][-1]
     wandb_final = [row for row in rows if "eval/mean_return" in row][-1]
     assert json.loads(wandb_final["eval/mean_return"]) == pytest.approx(final["eval/mean_return"])
+
+
+def test_bad_wandb_mode_is_refused_before_anything_is_written(tmp_path):
+    result = run_drl(
+        "train",
+        "ppo",
+        "CartPole-v1",
+        "--logger",
+        "wandb",
+        "--run-dir",
+        "w",
+        *QUICK,
+        cwd=tmp_path,
+        env={"WANDB_MODE": "bogus"},
+    )
+    one_line_error(result, "WANDB_MODE='bogus' is not a wandb mode")
+    assert not list(tmp_path.iterdir())
+
+
+def test_resume_from_a_checkpoint_that_does_not_fit_its_config(trained, tmp_path):
+    import torch
+
+    broken = tmp_path / "mismatch"
+    shutil.copytree(trained, broken)
+    latest = sorted((broken / "checkpoints").glob("*.pt"))[-1]
+    payload = torch.load(latest, weights_only=True)
+    payload["config"]["agent"]["network"]["hidden_sizes"] = [32, 32]  # the weights are 64 wide
+    torch.save(payload, latest)
+    before = tree_digest(broken)
+    one_line_error(
+        run_drl("train", "--resume", str(broken), "--total-steps", "4096", cwd=tmp_path), "does not fit its config"
+    )
+    one_line_error(run_drl("eval", str(broken), cwd=tmp_path), "does not fit its config")
+    assert tree_digest(broken) == before

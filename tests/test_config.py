@@ -72,10 +72,10 @@ def test_dict_round_trip():
 @pytest.mark.parametrize(
     "cfg, message",
     [
-        (PPOConfig(n_steps=-5), "--n-steps must be positive, got -5"),
+        (PPOConfig(n_steps=-5), "--n-steps must be positive and finite, got -5"),
         (PPOConfig(gamma=1.5), "--gamma must be between 0 and 1"),
         (PPOConfig(target_kl=-1.0), "--target-kl must be positive or none"),
-        (TrainConfig(total_steps=0), "--total-steps must be positive"),
+        (TrainConfig(total_steps=0), "--total-steps must be positive and finite"),
         (TrainConfig(logger="jsonl,csv"), "--logger must be a comma-separated list"),
         (TrainConfig(device="tpu"), "--device must be auto, cpu, cuda or cuda:N"),
     ],

@@ -212,3 +212,19 @@ def test_gymnasium_env_checker_passes(env_id):
     check_env(env)
     frame = env.render()
     assert frame.ndim == 3 and frame.shape[2] == 3 and frame.std() > 0
+
+
+def test_mountain_car_continuous_reaches_the_goal_in_float32_as_gymnasium_does():
+    # Found in review: in float64 this car stops just short of 0.45; Gymnasium, in float32, arrives.
+    state = np.array([0.42223492, 0.027764916], dtype=np.float32)
+    action = np.array([0.4991498], dtype=np.float32)
+    reference = gym.make("MountainCarContinuous-v0")
+    reference.reset(seed=0)
+    reference.unwrapped.state = state.copy()
+    _, expected_reward, expected_terminated, *_ = reference.step(action)
+    native = envs.make("MountainCarContinuous-v0", 1, backend="native", seed=0)
+    native.reset()
+    native.load_state_dict({**native.state_dict(), "state": torch.as_tensor(state, dtype=torch.float64)[None]})
+    _, reward, terminated, *_ = native.step(torch.as_tensor(action)[None])
+    assert expected_terminated and terminated.item()
+    assert reward.item() == pytest.approx(expected_reward, abs=1e-5)

@@ -107,3 +107,18 @@ def test_normalizer_statistics_are_checkpointed_and_frozen_in_evaluation(tmp_pat
     loaded = fresh.obs_normalizer.state_dict()
     assert all(torch.equal(stats[k], loaded[k]) for k in stats)
     assert fresh.reward_scaler.rms.count > 1000
+
+
+def test_ppo_update_on_a_single_transition_stays_finite():
+    import envs
+    from agents import PPO, PPOConfig
+    from runners.rollout import OnPolicyCollector
+
+    env = envs.make("CartPole-v1", 1, seed=0)
+    agent = PPO(
+        PPOConfig(n_steps=1, batch_size=1, n_epochs=2), env.single_observation_space, env.single_action_space, 1
+    )
+    collector = OnPolicyCollector(env, agent, n_steps=1)
+    collector.reset(seed=None)
+    agent.update(collector.collect(), progress=0.0)
+    assert all(torch.isfinite(p).all() for p in agent.net.parameters())

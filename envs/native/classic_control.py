@@ -82,16 +82,16 @@ class Pendulum(NativeVectorEnv):
         super().__init__(*args, g=g, **kwargs)
 
     def reset_state(self, u):
-        high = torch.tensor([math.pi, 1.0], dtype=torch.float64, device=u.device)
-        return -high + 2 * high * u
+        return torch.stack([_uniform(u[:, 0], -math.pi, math.pi), _uniform(u[:, 1], -1.0, 1.0)], 1)
 
     def step_state(self, state, action):
         th, thdot = state.unbind(1)
-        u = action[:, 0].clamp(-self.max_torque, self.max_torque).to(torch.float64)
+        u = action[:, 0].clamp(-self.max_torque, self.max_torque)  # float32, as in Gymnasium
         angle = torch.remainder(th + math.pi, 2 * math.pi) - math.pi  # angle_normalize
-        costs = angle.square() + 0.1 * thdot.square() + 0.001 * u.square()
+        # Gymnasium's u terms stay float32 (NumPy 2 keeps float32 * Python float in float32).
+        costs = angle.square() + 0.1 * thdot.square() + (0.001 * u.square()).to(torch.float64)
         g, m, length, dt = self.g, self.m, self.length, self.dt
-        newthdot = thdot + (3 * g / (2 * length) * torch.sin(th) + 3.0 / (m * length**2) * u) * dt
+        newthdot = thdot + (3 * g / (2 * length) * torch.sin(th) + (3.0 / (m * length**2) * u).to(torch.float64)) * dt
         newthdot = newthdot.clamp(-self.max_speed, self.max_speed)
         newth = th + newthdot * dt
         return torch.stack([newth, newthdot], 1), -costs, torch.zeros_like(th, dtype=torch.bool)
@@ -111,7 +111,8 @@ def _mountain_car_move(
     position: torch.Tensor, velocity: torch.Tensor, acceleration: torch.Tensor, goal: float, goal_velocity: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What both MountainCars do after computing the acceleration: cap the speed at 0.07, move,
-    stop dead against the left wall at -1.2, and reach the goal at or beyond `goal`."""
+    stop dead against the left wall at -1.2, and reach the goal at or beyond `goal`; in the
+    dtype of the inputs (bounds and goal rounded to it, as NumPy 2 rounds Python floats)."""
     velocity = (velocity + acceleration).clamp(-0.07, 0.07)
     position = (position + velocity).clamp(-1.2, 0.6)
     velocity = torch.where((position == -1.2) & (velocity < 0), 0.0, velocity)
@@ -164,15 +165,17 @@ class MountainCarContinuous(NativeVectorEnv):
         return _mountain_car_start(u)
 
     def step_state(self, state, action):
-        position, velocity = state.unbind(1)
-        a = action[:, 0].to(torch.float64)
-        acceleration = a.clamp(-1.0, 1.0) * self.power - 0.0025 * torch.cos(3 * position)
+        # Gymnasium keeps this state in float32, and with NumPy 2 its arithmetic (and its goal
+        # test) then runs in float32 too; only math.cos computes in double.
+        position, velocity = state.to(torch.float32).unbind(1)
+        a = action[:, 0]  # float32
+        drag = (0.0025 * torch.cos((3 * position).to(torch.float64))).to(torch.float32)
+        acceleration = a.clamp(-1.0, 1.0) * self.power - drag
         position, velocity, terminated = _mountain_car_move(
             position, velocity, acceleration, self.goal_position, self.goal_velocity
         )
-        reward = terminated.to(torch.float64) * 100.0 - a.square() * 0.1
-        next_state = torch.stack([position, velocity], 1).to(torch.float32).to(torch.float64)
-        return next_state, reward, terminated
+        reward = terminated.to(torch.float64) * 100.0 - a.to(torch.float64).square() * 0.1
+        return torch.stack([position, velocity], 1).to(torch.float64), reward, terminated
 
     def observe(self, state):
         return state.to(torch.float32)
