@@ -16,7 +16,9 @@ class NativeVectorEnv(gym.vector.VectorEnv):
 
     A subclass gives the physics as batched functions of a float64 state [N, S]:
     `reset_state(u)` from uniforms u [N, reset_draws], `step_state(state, action)` ->
-    (next state, reward, terminated), and `observe(state)` -> float32 observations.
+    (next state, reward, terminated), and `observe(state)` -> float32 observations (by
+    default the state itself). Keyword arguments of the Gymnasium env (Pendulum's `g`, ...)
+    become attributes; the subclass gives their defaults as class attributes.
     This class adds what Gymnasium's wrappers and vector env add around an env: the time
     limit (`truncated`, set as TimeLimit does, even on a terminating step), same-step
     autoreset keeping the true final observation, episode statistics, per-env seeding,
@@ -40,6 +42,8 @@ class NativeVectorEnv(gym.vector.VectorEnv):
     ):
         reference = gym.make(self.gym_id, **env_kwargs)  # spaces, time limit and renderer come from Gymnasium
         self.reference_kwargs = env_kwargs
+        for name, value in env_kwargs.items():  # Gymnasium accepted them: they are the env's parameters
+            setattr(self, name, value)
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.single_observation_space = reference.observation_space
@@ -79,7 +83,7 @@ class NativeVectorEnv(gym.vector.VectorEnv):
         raise NotImplementedError
 
     def observe(self, state: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        return state.to(torch.float32)
 
     def set_render_state(self, env: gym.Env, state: np.ndarray) -> None:
         """Put one native state into Gymnasium's env so that its renderer draws it."""

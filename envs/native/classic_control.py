@@ -32,10 +32,7 @@ class CartPole(NativeVectorEnv):
     polemass_length = masspole * length
     theta_threshold_radians = 12 * 2 * math.pi / 360
     x_threshold = 2.4
-
-    def __init__(self, *args, sutton_barto_reward: bool = False, **kwargs):
-        self.sutton_barto_reward = sutton_barto_reward
-        super().__init__(*args, sutton_barto_reward=sutton_barto_reward, **kwargs)
+    sutton_barto_reward = False  # Gymnasium's option: reward 0 per step, -1 on termination
 
     def reset_state(self, u):
         return _uniform(u, -0.05, 0.05)
@@ -60,11 +57,10 @@ class CartPole(NativeVectorEnv):
             | (theta > self.theta_threshold_radians)
         )
         # Every step scores 1, the terminating one too (the env auto-resets after it).
-        reward = -terminated.to(torch.float64) if self.sutton_barto_reward else torch.ones_like(x)
+        reward = (
+            torch.where(terminated, -1.0, 0.0).to(torch.float64) if self.sutton_barto_reward else torch.ones_like(x)
+        )
         return torch.stack([x, x_dot, theta, theta_dot], 1), reward, terminated
-
-    def observe(self, state):
-        return state.to(torch.float32)
 
     def set_render_state(self, env, state):
         env.unwrapped.state = state
@@ -76,10 +72,7 @@ class Pendulum(NativeVectorEnv):
     gym_id = "Pendulum-v1"
     reset_draws = 2
     max_speed, max_torque, dt, m, length = 8.0, 2.0, 0.05, 1.0, 1.0
-
-    def __init__(self, *args, g: float = 10.0, **kwargs):
-        self.g = g
-        super().__init__(*args, g=g, **kwargs)
+    g = 10.0  # gravity, a Gymnasium option
 
     def reset_state(self, u):
         return torch.stack([_uniform(u[:, 0], -math.pi, math.pi), _uniform(u[:, 1], -1.0, 1.0)], 1)
@@ -125,10 +118,7 @@ class MountainCar(NativeVectorEnv):
     gym_id = "MountainCar-v0"
     reset_draws = 1
     goal_position, force, gravity = 0.5, 0.001, 0.0025
-
-    def __init__(self, *args, goal_velocity: float = 0, **kwargs):
-        self.goal_velocity = goal_velocity
-        super().__init__(*args, goal_velocity=goal_velocity, **kwargs)
+    goal_velocity = 0.0  # a Gymnasium option
 
     def reset_state(self, u):
         return _mountain_car_start(u)
@@ -142,9 +132,6 @@ class MountainCar(NativeVectorEnv):
         )
         return torch.stack([position, velocity], 1), torch.full_like(position, -1.0), terminated
 
-    def observe(self, state):
-        return state.to(torch.float32)
-
     def set_render_state(self, env, state):
         env.unwrapped.state = (state[0], state[1])
 
@@ -156,10 +143,7 @@ class MountainCarContinuous(NativeVectorEnv):
     gym_id = "MountainCarContinuous-v0"
     reset_draws = 1
     goal_position, power = 0.45, 0.0015
-
-    def __init__(self, *args, goal_velocity: float = 0, **kwargs):
-        self.goal_velocity = goal_velocity
-        super().__init__(*args, goal_velocity=goal_velocity, **kwargs)
+    goal_velocity = 0.0  # a Gymnasium option
 
     def reset_state(self, u):
         return _mountain_car_start(u)
@@ -176,9 +160,6 @@ class MountainCarContinuous(NativeVectorEnv):
         )
         reward = terminated.to(torch.float64) * 100.0 - a.to(torch.float64).square() * 0.1
         return torch.stack([position, velocity], 1).to(torch.float64), reward, terminated
-
-    def observe(self, state):
-        return state.to(torch.float32)
 
     def set_render_state(self, env, state):
         env.unwrapped.state = state.astype(np.float32)
