@@ -1,4 +1,4 @@
-"""Advantage estimation shared by the on-policy agents."""
+"""Return estimation: GAE for the on-policy agents, n-step returns for the off-policy ones."""
 
 from __future__ import annotations
 
@@ -35,6 +35,34 @@ def compute_gae(
         running = deltas[t] + decay[t] * running
         advantages[t] = running
     return advantages, advantages + values
+
+
+def nstep_returns(
+    rewards: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor, gamma: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n-step returns of windows of n consecutive steps of one env each, [B, n] (n >= 1).
+
+    A window is cut after its first episode end: the steps after it belong to the next
+    episode. With m the number of steps kept (1 <= m <= n) and L = m - 1 the last one:
+
+      returns   = sum_{k<m} gamma^k r_k
+      discounts = gamma^m, or 0 when step L terminated (a terminal state has no future);
+                  a truncated step L keeps gamma^m: bootstrap from the state it reached
+      last      = L, the step whose next observation the target bootstraps from.
+
+    The target is returns + discounts * V(next_obs[last]). Returns ([B], [B], [B] int64).
+    """
+    done = terminated | truncated
+    ended_before = (done.cumsum(dim=1) - done.long()) > 0  # an episode end at an earlier step of the window
+    kept = (~ended_before).to(rewards.dtype)
+    n = rewards.shape[1]
+    powers = gamma ** torch.arange(n, device=rewards.device, dtype=rewards.dtype)
+    returns = (rewards * kept * powers).sum(dim=1)
+    steps = kept.sum(dim=1)
+    last = steps.long() - 1
+    terminal = terminated.gather(1, last.unsqueeze(1)).squeeze(1)
+    discounts = torch.where(terminal, 0.0, torch.pow(gamma, steps))
+    return returns, discounts, last
 
 
 def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

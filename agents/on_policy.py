@@ -105,6 +105,12 @@ class OnPolicyAgent:
         """Actions [N, ...], their log-probabilities [N] and values [N] for raw observations [N, ...]."""
         return self.net.act(self.preprocess(obs), deterministic, self.generator if generator is None else generator)
 
+    def predict(
+        self, obs: torch.Tensor, deterministic: bool = True, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Actions [N, ...] for raw observations [N, ...] (evaluation)."""
+        return self.act(obs, deterministic, generator).action
+
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """State values [N] of raw observations [N, ...]."""

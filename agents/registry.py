@@ -10,7 +10,10 @@ import gymnasium as gym
 
 from agents.a2c import A2C, A2CConfig
 from agents.config import ConfigError
+from agents.dqn import DQN, DQNConfig
 from agents.ppo import PPO, PPOConfig
+from agents.sac import SAC, SACConfig
+from agents.td3 import TD3, DDPGConfig, TD3Config
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class AlgorithmSpec:
     summary: str
     config_cls: type
     agent_cls: type
-    kind: Literal["on_policy"]
+    kind: Literal["on_policy", "off_policy"]
     action_spaces: tuple[type[gym.Space], ...]
 
     def check_action_space(self, space: gym.Space, env_id: str) -> None:
@@ -49,6 +52,24 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             A2C,
             "on_policy",
             (gym.spaces.Discrete, gym.spaces.Box),
+        ),
+        AlgorithmSpec(
+            "dqn",
+            "Deep Q-Network (double, dueling, n-step, prioritised)",
+            DQNConfig,
+            DQN,
+            "off_policy",
+            (gym.spaces.Discrete,),
+        ),
+        AlgorithmSpec("sac", "Soft Actor-Critic", SACConfig, SAC, "off_policy", (gym.spaces.Box,)),
+        AlgorithmSpec("td3", "Twin Delayed DDPG", TD3Config, TD3, "off_policy", (gym.spaces.Box,)),
+        AlgorithmSpec(
+            "ddpg",
+            "Deep Deterministic Policy Gradient (TD3 with one critic, no delay or smoothing)",
+            DDPGConfig,
+            TD3,
+            "off_policy",
+            (gym.spaces.Box,),
         ),
     )
 }

@@ -19,7 +19,6 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -92,9 +91,9 @@ class SB3Policy:
     def __init__(self, model):
         self.model = model
 
-    def act(self, obs, deterministic=True, generator=None):
+    def predict(self, obs, deterministic=True, generator=None):
         actions, _ = self.model.predict(obs.numpy(), deterministic=deterministic)
-        return SimpleNamespace(action=torch.as_tensor(actions))
+        return torch.as_tensor(actions)
 
 
 def run_sb3(algo, train, agent, episodes):

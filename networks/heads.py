@@ -14,6 +14,7 @@ import math
 import torch
 from torch import nn
 
+from networks.encoders import EnsembleLinear
 from networks.init import orthogonal_init
 
 POLICY_GAIN = 0.01
@@ -99,3 +100,76 @@ class ValueHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(features).squeeze(-1)
+
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+"""Clamp of the squashed Gaussian's log std (as SAC's authors and Stable-Baselines3)."""
+
+_LOG_2 = math.log(2.0)
+
+
+class SquashedGaussianHead(nn.Module):
+    """A tanh-squashed Gaussian with a state-dependent diagonal std: actions in (-1, 1)^A.
+
+    Parameters are the concatenated mean and log std [B, 2A] of the Gaussian before the
+    tanh. The log-probability includes the change of variables of the squashing,
+    log pi(a) = log N(u) - sum log(1 - tanh(u)^2), written in the stable form
+    log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)).
+    """
+
+    def __init__(self, in_dim: int, action_dim: int):
+        super().__init__()
+        self.action_dim = action_dim
+        self.linear = nn.Linear(in_dim, 2 * action_dim)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features)
+
+    def split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = params.split(self.action_dim, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def mode(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(params[..., : self.action_dim])
+
+    def sample(
+        self, params: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised squashed actions [B, A] and their log-probabilities [B]."""
+        mean, log_std = self.split(params)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        u = mean + log_std.exp() * noise
+        log_prob = (
+            -0.5 * noise.square() - log_std - _HALF_LOG_2PI - 2.0 * (_LOG_2 - u - nn.functional.softplus(-2.0 * u))
+        )
+        return torch.tanh(u), log_prob.sum(dim=-1)
+
+
+class QHead(nn.Module):
+    """Action values of K discrete actions: [B, F] -> [B, K]."""
+
+    def __init__(self, in_dim: int, num_actions: int):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, num_actions)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features)
+
+
+class DuelingHead(nn.Module):
+    """Dueling action values (Wang et al. 2016): Q = V + A - mean(A), [B, F] -> [B, K].
+
+    The value and the advantage streams each have their own hidden layer (of width
+    `hidden`, evaluated together in one batched matmul) before their output layers.
+    """
+
+    def __init__(self, in_dim: int, num_actions: int, hidden: int, activation: type[nn.Module] = nn.ReLU):
+        super().__init__()
+        self.streams = nn.Sequential(EnsembleLinear(2, in_dim, hidden, ortho_gain=None), activation())
+        self.value = nn.Linear(hidden, 1)
+        self.advantage = nn.Linear(hidden, num_actions)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        hidden = self.streams(features.expand(2, *features.shape))
+        value, advantage = self.value(hidden[0]), self.advantage(hidden[1])
+        return value + advantage - advantage.mean(dim=-1, keepdim=True)

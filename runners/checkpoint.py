@@ -2,7 +2,8 @@
 
 A checkpoint holds everything a resume needs (see `Trainer.checkpoint_payload`): the
 resolved config, the agent's weights, optimiser, normalisers and RNG, the trainer's
-counters, the collector's pending observation and the envs' own state.
+counters, the loop's pending observation (and, when asked, the replay buffer) and the
+envs' own state.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"step_(\d+)\.pt$")
 

@@ -61,7 +61,7 @@ def evaluate(
         for _ in range(max_steps):
             if (counts >= targets).all():
                 break
-            action = agent.act(obs, deterministic=deterministic, generator=generator).action
+            action = agent.predict(obs, deterministic=deterministic, generator=generator)
             obs, _, terminated, truncated, info = env.step(action)
             done = (terminated | truncated).cpu().numpy()
             if done.any():

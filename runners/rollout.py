@@ -123,3 +123,42 @@ class OnPolicyCollector:
         self.obs = state["obs"].to(self.env.device)
         for name in ("episode_return_sum", "episode_length_sum", "episode_count"):
             getattr(self, name).copy_(state[name])
+
+
+class OnPolicyLoop:
+    """Drives an on-policy agent: one iteration collects a rollout and updates on it."""
+
+    def __init__(self, env: TorchVectorEnv, agent: Any, total_steps: int):
+        self.agent, self.total_steps = agent, total_steps
+        self.collector = OnPolicyCollector(env, agent, agent.config.n_steps)
+        self.steps_per_iteration = agent.config.n_steps * env.num_envs
+        self.update_seconds = 0.0
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        c = self.collector
+        return {"env": c.env_seconds, "inference": c.inference_seconds, "update": self.update_seconds}
+
+    def reset(self, seed: int | None) -> None:
+        self.collector.reset(seed)
+
+    def iterate(self, global_step: int) -> dict[str, Any]:
+        rollout = self.collector.collect()
+        t0 = time.perf_counter()
+        progress = min(1.0, (global_step + self.steps_per_iteration) / self.total_steps)
+        metrics = self.agent.update(rollout, progress=progress)
+        self.update_seconds += time.perf_counter() - t0
+        return metrics
+
+    def pop_episode_stats(self) -> dict[str, torch.Tensor]:
+        return self.collector.pop_episode_stats()
+
+    def state_dict(self, with_buffer: bool = False) -> dict[str, Any]:
+        return {**self.collector.state_dict(), "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        self.collector.load_state_dict(state)
+        c = self.collector
+        c.env_seconds, c.inference_seconds = state["seconds"]["env"], state["seconds"]["inference"]
+        self.update_seconds = state["seconds"]["update"]
+        return False

@@ -23,8 +23,10 @@ from runners.cliargs import from_dict, to_dict, warn
 from runners.config import TrainConfig
 from runners.evaluate import EvalResult, evaluate
 from runners.loggers import JsonlSink, MetricLogger, TensorBoardSink, WandbSink
+from runners.off_policy import OffPolicyLoop
+from runners.precision import cpu_matmul_precision, enable_fast_cpu_matmul, restore_cpu_matmul_precision
 from runners.progress import ProgressBar
-from runners.rollout import OnPolicyCollector
+from runners.rollout import OnPolicyLoop
 from runners.run_dir import update_status, write_config
 from runners.seeding import derive_seeds
 
@@ -73,8 +75,12 @@ def crossed(before: int, after: int, every: int) -> bool:
     return every > 0 and after // every > before // every
 
 
+LOOPS = {"on_policy": OnPolicyLoop, "off_policy": OffPolicyLoop}
+
+
 class Trainer:
-    """Drives one training run of an on-policy agent; see the module docstring."""
+    """Drives one training run; see the module docstring. The algorithm's kind picks the loop
+    that collects and updates (rollouts for on-policy agents, replay for off-policy ones)."""
 
     def __init__(self, train_cfg: TrainConfig, algo_cfg: Any, resume: dict[str, Any] | None = None):
         train_cfg.validate()
@@ -87,16 +93,15 @@ class Trainer:
         self.env = envs.make(
             train_cfg.env_id, train_cfg.num_envs, train_cfg.backend, seed=self.seeds.env, device=self.device
         )
-        self.steps_per_iteration = algo_cfg.n_steps * train_cfg.num_envs
         self.global_step = 0
         self.elapsed = 0.0  # wall seconds of earlier sessions of this run
-        self.phase_seconds = {"update": 0.0, "eval": 0.0}
+        self.eval_seconds = 0.0
         self.resumed_from: int | None = None
         self.solved: tuple[int, float] | None = None
         try:
             self.agent = build_agent(train_cfg, algo_cfg, self.env, self.device)
-            self.collector = OnPolicyCollector(self.env, self.agent, algo_cfg.n_steps)
-            self.collector.reset(seed=None)  # the envs' first reset uses seeds.env
+            self.loop = LOOPS[get_algorithm(train_cfg.algo).kind](self.env, self.agent, train_cfg.total_steps)
+            self.loop.reset(seed=None)  # the envs' first reset uses seeds.env
             if resume is not None:
                 self._restore(resume)
         except BaseException:
@@ -114,6 +119,9 @@ class Trainer:
         update_status(
             run_dir, status="running", algo=cfg.algo, env_id=cfg.env_id, seed=cfg.seed, total_steps=cfg.total_steps
         )
+        precision = cpu_matmul_precision()
+        if cfg.fast_matmul and self.device.type == "cpu":
+            enable_fast_cpu_matmul()  # process-wide: put back when the run ends
         logger: MetricLogger | None = None
         bar: ProgressBar | None = None
         status, final_eval, path = "finished", None, None
@@ -124,11 +132,8 @@ class Trainer:
             last_log_time, last_log_step = start, self.global_step
             while self.global_step < cfg.total_steps:
                 before = self.global_step
-                rollout = self.collector.collect()
-                self.global_step += self.steps_per_iteration
-                t0 = time.perf_counter()
-                metrics = self.agent.update(rollout, progress=min(1.0, self.global_step / cfg.total_steps))
-                self.phase_seconds["update"] += time.perf_counter() - t0
+                metrics = self.loop.iterate(before)
+                self.global_step += self.loop.steps_per_iteration
                 last = self.global_step >= cfg.total_steps
 
                 if cfg.eval_episodes and (last or crossed(before, self.global_step, cfg.eval_every)):
@@ -136,7 +141,7 @@ class Trainer:
                     if cfg.stop_when_solved and self.solved is not None:
                         status, last = "solved", True
                 if crossed(before, self.global_step, cfg.log_every) or last:
-                    metrics = host_values({**metrics, **self.collector.pop_episode_stats()})
+                    metrics = host_values({**metrics, **self.loop.pop_episode_stats()})
                     if metrics["charts/episodes"] == 0:
                         del metrics["charts/episode_return"], metrics["charts/episode_length"]
                     now = time.perf_counter()
@@ -157,6 +162,7 @@ class Trainer:
             update_status(run_dir, status="crashed", global_step=self.global_step)
             raise
         finally:
+            restore_cpu_matmul_precision(precision)
             if bar is not None:
                 bar.close()
             if logger is not None:
@@ -167,19 +173,20 @@ class Trainer:
         return TrainResult(status, self.global_step, seconds, final_eval, path, self.solved)
 
     def _time_metrics(self, session_seconds: float) -> dict[str, float]:
+        seconds = self.loop.seconds
         return {
             "time/elapsed": self.elapsed + session_seconds,
-            "time/env": self.collector.env_seconds,
-            "time/inference": self.collector.inference_seconds,
-            "time/update": self.phase_seconds["update"],
-            "time/eval": self.phase_seconds["eval"],
+            "time/env": seconds["env"],
+            "time/inference": seconds["inference"],
+            "time/update": seconds["update"],
+            "time/eval": self.eval_seconds,
         }
 
     def _evaluate(self, logger: MetricLogger, start: float) -> EvalResult:
         t0 = time.perf_counter()
-        training_seconds = self.elapsed + (t0 - start) - self.phase_seconds["eval"]  # evaluation excluded
+        training_seconds = self.elapsed + (t0 - start) - self.eval_seconds  # evaluation excluded
         result = evaluate(self.agent, self.cfg.env_id, self.cfg.eval_episodes, self.seeds.eval)
-        self.phase_seconds["eval"] += time.perf_counter() - t0
+        self.eval_seconds += time.perf_counter() - t0
         metrics = {**result.metrics(), "time/elapsed": self.elapsed + time.perf_counter() - start}
         threshold = self.cfg.solved_threshold
         if self.solved is None and threshold is not None and result.mean_return >= threshold:
@@ -210,11 +217,10 @@ class Trainer:
             "config": run_config(self.cfg, self.algo_cfg),
             "global_step": self.global_step,
             "elapsed": self.elapsed + session_seconds,
-            "phase_seconds": dict(self.phase_seconds),
+            "eval_seconds": self.eval_seconds,
             "solved": self.solved,
             "agent": self.agent.state_dict(),
-            "collector": self.collector.state_dict(),
-            "collector_seconds": [self.collector.env_seconds, self.collector.inference_seconds],
+            "loop": self.loop.state_dict(with_buffer=self.cfg.save_buffer),
             "env": env_state,
             "torch_rng": torch.get_rng_state(),
         }
@@ -229,13 +235,14 @@ class Trainer:
         self.agent.load_state_dict(payload["agent"])
         self.global_step = self.resumed_from = int(payload["global_step"])
         self.elapsed = float(payload["elapsed"])
-        self.phase_seconds.update(payload["phase_seconds"])
+        self.eval_seconds = float(payload["eval_seconds"])
         self.solved = None if payload["solved"] is None else tuple(payload["solved"])
-        self.collector.env_seconds, self.collector.inference_seconds = payload["collector_seconds"]
         torch.set_rng_state(payload["torch_rng"])
-        self.collector.load_state_dict(payload["collector"])
+        had_buffer = self.loop.load_state_dict(payload["loop"])
+        if isinstance(self.loop, OffPolicyLoop) and not had_buffer:
+            warn("the checkpoint holds no replay buffer (train with --save-buffer to keep it); it refills from now on")
         if payload["env"] is None:
             warn("the checkpoint holds no env state; episodes restart from a reset")
-            self.collector.reset(seed=self.seeds.env + self.global_step)
+            self.loop.reset(seed=self.seeds.env + self.global_step)
         else:
             self.env.load_state_dict(payload["env"])

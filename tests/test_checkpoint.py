@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from runners.checkpoint import (
+    FORMAT_VERSION,
     CheckpointError,
     checkpoint_path,
     find_checkpoint,
@@ -19,7 +20,7 @@ def test_save_load_and_find_latest(tmp_path):
         )
     assert find_checkpoint(tmp_path).name == "step_000000002000.pt"
     payload = load_checkpoint(tmp_path)
-    assert payload["global_step"] == 2000 and payload["format_version"] == 1
+    assert payload["global_step"] == 2000 and payload["format_version"] == FORMAT_VERSION
     assert payload["env"] == [b"\x00pickled"]
     assert not list((tmp_path / "checkpoints").glob(".*tmp*"))  # no temp file left behind
 

@@ -1,0 +1,180 @@
+"""What DQN, SAC and TD3/DDPG share: config fields, action scaling, target networks and state.
+
+An off-policy agent owns its networks, target networks, optimisers and the random
+generator it explores and samples minibatches with. The runner fills a replay buffer
+with `random_action` during warm-up and `explore` after it, and calls
+`train(buffer, gradient_steps, progress, global_step)` as the update-to-data ratio asks.
+Continuous agents act in [-1, 1]^A internally and rescale to the env's bounds at the
+boundary (`to_env`, `from_env`); the buffer stores the env's actions.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from agents.config import require, require_fraction, require_non_negative, require_positive
+from networks import NetworkConfig
+
+
+def off_policy_network() -> NetworkConfig:
+    """Stable-Baselines3's off-policy default: two ReLU layers of 256, torch's default init."""
+    return NetworkConfig(hidden_sizes=(256, 256), activation="relu", ortho_init=False)
+
+
+@dataclass
+class OffPolicyConfig:
+    """Hyperparameters every off-policy agent has; defaults are Stable-Baselines3's SAC's."""
+
+    learning_rate: float = 3e-4
+    """Optimiser step size."""
+    buffer_size: int = 1_000_000
+    """Replay capacity in transitions (summed over envs); the oldest are overwritten."""
+    learning_starts: int = 100
+    """Env steps (summed over envs) of uniformly random actions before learning starts."""
+    batch_size: int = 256
+    """Transitions per gradient step."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak coefficient of the target networks' updates (1: copy)."""
+    train_every: int = 1
+    """Env steps (summed over envs, rounded up to whole steps of all envs) between training phases."""
+    utd_ratio: float = 1.0
+    """Update-to-data ratio: gradient steps per env step collected, run at each training phase."""
+    n_step: int = 1
+    """Bootstrap from n-step returns (windows cut at episode ends)."""
+    network: NetworkConfig = field(default_factory=off_policy_network)
+    """Network architecture."""
+
+    def validate(self) -> None:
+        require_positive(self, "learning_rate", "buffer_size", "batch_size", "train_every", "utd_ratio", "n_step")
+        require_non_negative(self, "learning_starts")
+        require_fraction(self, "gamma")
+        require(0.0 < self.tau <= 1.0, "tau", "in (0, 1]", self.tau)
+        sizes = self.network.hidden_sizes
+        require(len(sizes) > 0 and all(s > 0 for s in sizes), "hidden_sizes", "positive layer widths", sizes)
+
+
+class OffPolicyAgent:
+    """Spaces, action scaling, random actions and checkpoint state shared by DQN, SAC and TD3."""
+
+    prioritized = False
+    """Whether the replay buffer should sample by priority (and `train` update priorities)."""
+
+    def __init__(
+        self,
+        config: OffPolicyConfig,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        num_envs: int,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ):
+        config.validate()
+        self.config = config
+        self.device = torch.device(device)
+        self.observation_space, self.action_space = observation_space, action_space
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.gradient_steps = 0
+        if isinstance(action_space, gym.spaces.Box):
+            self.low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
+            self.high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
+
+    # ------------------------------------------------------------ acting
+    def random_action(self, n: int) -> torch.Tensor:
+        """n actions drawn uniformly from the action space (warm-up)."""
+        space = self.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            return torch.randint(
+                int(space.start), int(space.start + space.n), (n,), generator=self.generator, device=self.device
+            )
+        u = torch.rand((n, *space.shape), generator=self.generator, device=self.device)
+        return self.low + u * (self.high - self.low)
+
+    def to_env(self, action: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] -> the env's [low, high]."""
+        return self.low + (action + 1.0) * (0.5 * (self.high - self.low))
+
+    def from_env(self, action: torch.Tensor) -> torch.Tensor:
+        """The env's [low, high] -> [-1, 1]."""
+        return (action - self.low) * (2.0 / (self.high - self.low)) - 1.0
+
+    def explore(self, obs: torch.Tensor, progress: float) -> torch.Tensor:
+        """Actions to collect data with, for raw observations [N, ...]."""
+        raise NotImplementedError
+
+    def predict(
+        self, obs: torch.Tensor, deterministic: bool = True, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Actions for raw observations [N, ...] (evaluation)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ learning
+    def train(self, buffer: Any, gradient_steps: int, progress: float, global_step: int) -> dict[str, Any]:
+        """Take `gradient_steps` gradient steps on minibatches from `buffer`; metrics as floats or
+        0-d device tensors."""
+        raise NotImplementedError
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Networks (and target networks) by name, for checkpoints."""
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {name: m.state_dict() for name, m in self.modules().items()}
+        state.update({name: opt.state_dict() for name, opt in self.optimizers().items()})
+        state.update(
+            generator=self.generator.get_state(),
+            generator_device=self.device.type,
+            gradient_steps=self.gradient_steps,
+        )
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, m in self.modules().items():
+            m.load_state_dict(state[name])
+        for name, opt in self.optimizers().items():
+            opt.load_state_dict(state[name])
+        if state.get("generator_device") == self.device.type:
+            self.generator.set_state(state["generator"])
+        self.gradient_steps = int(state["gradient_steps"])
+
+
+def target_copy(net: nn.Module) -> nn.Module:
+    """A frozen copy of `net` to serve as its target network."""
+    target = copy.deepcopy(net)
+    target.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def polyak_update(target: list[torch.Tensor], online: list[torch.Tensor], tau: float) -> None:
+    """target <- (1 - tau) target + tau online, one fused kernel per tensor list."""
+    if tau >= 1.0:
+        torch._foreach_copy_(target, online)
+    else:
+        torch._foreach_lerp_(target, online, tau)
+
+
+class frozen:
+    """Context manager: `module`'s parameters need no gradient inside (the actor's loss
+    backpropagates through the critic to the actions without computing critic gradients)."""
+
+    def __init__(self, module: nn.Module):
+        self.params = list(module.parameters())
+
+    def __enter__(self) -> None:
+        for p in self.params:
+            p.requires_grad_(False)
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.params:
+            p.requires_grad_(True)

@@ -1,0 +1,150 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018) for Box actions, as Stable-Baselines3 runs it.
+
+One gradient step, with alpha the entropy coefficient before this step's update:
+  critics: minimise 0.5 * sum_k (Q_k(s, a) - y)^2 with
+           y = R + d * (min_k Q_target_k(s', a') - alpha log pi(a'|s')), a' ~ pi(s')
+  actor:   minimise alpha log pi(a~|s) - min_k Q_k(s, a~), a~ ~ pi(s) reparameterised,
+           through the critics just updated (their weights get no gradient from it)
+  alpha:   minimise -log(alpha) * (log pi(a~|s) + target_entropy)   (when tuned)
+  targets: Polyak averaging every target_update_interval gradient steps.
+
+The actor is a tanh-squashed Gaussian in [-1, 1]^A (log-probabilities corrected for the
+squashing), rescaled to the env's bounds. The twin critics are one ensemble module, so
+each layer of both is one batched matmul. Optimisers are fused Adam.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from agents.config import require
+from agents.off_policy import OffPolicyAgent, OffPolicyConfig, frozen, polyak_update, target_copy
+from agents.on_policy import fused_kwargs
+from networks.builder import build_actor, build_critic
+
+
+@dataclass
+class SACConfig(OffPolicyConfig):
+    """SAC hyperparameters; defaults are Stable-Baselines3's."""
+
+    ent_coef: float | None = None
+    """Fixed entropy coefficient alpha; none: tune alpha towards target_entropy."""
+    ent_coef_init: float = 1.0
+    """Initial alpha when it is tuned."""
+    target_entropy: float | None = None
+    """Entropy the tuned alpha aims for; none: minus the number of action dimensions."""
+    target_update_interval: int = 1
+    """Gradient steps between target critic updates."""
+    n_critics: int = 2
+    """Critics in the ensemble; targets use their minimum."""
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.ent_coef is None or self.ent_coef >= 0, "ent_coef", "zero or positive, or none", self.ent_coef)
+        require(self.ent_coef_init > 0, "ent_coef_init", "positive", self.ent_coef_init)
+        require(self.target_update_interval > 0, "target_update_interval", "positive", self.target_update_interval)
+        require(self.n_critics > 0, "n_critics", "positive", self.n_critics)
+
+
+class SAC(OffPolicyAgent):
+    """The SAC agent; see the module docstring."""
+
+    config: SACConfig
+
+    def __init__(
+        self,
+        config: SACConfig,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        num_envs: int,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ):
+        super().__init__(config, observation_space, action_space, num_envs, device, seed)
+        net = config.network
+        self.actor = build_actor(observation_space, action_space, net, squashed_gaussian=True).to(self.device)
+        self.critic = build_critic(observation_space, action_space, net, config.n_critics).to(self.device)
+        self.critic_target = target_copy(self.critic)
+        fused = fused_kwargs(self.device)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.learning_rate, **fused)
+        self.tune_alpha = config.ent_coef is None
+        init = config.ent_coef_init if self.tune_alpha else max(config.ent_coef, 1e-30)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(init), device=self.device), requires_grad=self.tune_alpha)
+        self.target_entropy = (
+            float(-action_space.shape[0]) if config.target_entropy is None else float(config.target_entropy)
+        )
+        actor_params = list(self.actor.parameters()) + ([self.log_alpha] if self.tune_alpha else [])
+        self.actor_optimizer = torch.optim.Adam(actor_params, lr=config.learning_rate, **fused)
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.critic_target.parameters())
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"critic_optimizer": self.critic_optimizer, "actor_optimizer": self.actor_optimizer}
+
+    @torch.no_grad()
+    def explore(self, obs: torch.Tensor, progress: float) -> torch.Tensor:
+        return self.to_env(self.actor.sample(obs, self.generator)[0])
+
+    @torch.no_grad()
+    def predict(
+        self, obs: torch.Tensor, deterministic: bool = True, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        if deterministic:
+            return self.to_env(self.actor.mode(obs))
+        return self.to_env(self.actor.sample(obs, generator or self.generator)[0])
+
+    def train(self, buffer: Any, gradient_steps: int, progress: float, global_step: int) -> dict[str, Any]:
+        cfg = self.config
+        for _ in range(gradient_steps):
+            batch = buffer.sample(cfg.batch_size, self.generator)
+            actions = self.from_env(batch.actions)
+            pi_actions, log_prob = self.actor.sample(batch.obs, self.generator)
+            alpha = self.log_alpha.detach().exp()
+
+            with torch.no_grad():
+                next_actions, next_log_prob = self.actor.sample(batch.next_obs, self.generator)
+                next_q = self.critic_target(batch.next_obs, next_actions).min(dim=0).values
+                target = batch.rewards + batch.discounts * (next_q - alpha * next_log_prob)
+            q = self.critic(batch.obs, actions)  # [K, B]
+            critic_loss = 0.5 * (q - target).square().mean(dim=1).sum()
+            self.critic_optimizer.zero_grad(set_to_none=True)
+            critic_loss.backward()
+            self.critic_optimizer.step()
+
+            with frozen(self.critic):
+                q_pi = self.critic(batch.obs, pi_actions).min(dim=0).values
+            actor_loss = (alpha * log_prob - q_pi).mean()
+            loss = actor_loss
+            if self.tune_alpha:
+                alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+                loss = loss + alpha_loss
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.actor_optimizer.step()
+
+            self.gradient_steps += 1
+            if self.gradient_steps % cfg.target_update_interval == 0:
+                polyak_update(self._target_params, self._critic_params, cfg.tau)
+        return {
+            "losses/critic_loss": critic_loss.detach(),
+            "losses/actor_loss": actor_loss.detach(),
+            "losses/alpha": alpha,
+            "losses/entropy": -log_prob.detach().mean(),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "log_alpha": self.log_alpha.detach().clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])

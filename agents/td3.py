@@ -1,0 +1,164 @@
+"""TD3 (Fujimoto et al. 2018) and DDPG (Lillicrap et al. 2016) as one agent.
+
+One gradient step:
+  critics: minimise sum_k (Q_k(s, a) - y)^2 with y = R + d * min_k Q_target_k(s', a'),
+           a' = clip(actor_target(s') + clip(N(0, target_policy_noise), +-target_noise_clip), -1, 1)
+  every policy_delay-th step:
+           actor: maximise Q_1(s, actor(s)) (the critics get no gradient from it), then
+           Polyak-average the actor's and the critics' targets.
+Exploration adds N(0, exploration_noise) to the actor's action in [-1, 1]^A.
+
+DDPG is this with one critic, no delay and no target smoothing (`DDPGConfig`), as in
+Stable-Baselines3; `drl train ddpg` selects it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from agents.config import require, require_non_negative, require_positive
+from agents.off_policy import OffPolicyAgent, OffPolicyConfig, frozen, polyak_update, target_copy
+from agents.on_policy import fused_kwargs
+from networks import NetworkConfig
+from networks.builder import build_actor, build_critic
+
+
+def td3_network() -> NetworkConfig:
+    """The TD3 paper's (and Stable-Baselines3's) architecture: ReLU layers of 400 and 300."""
+    return NetworkConfig(hidden_sizes=(400, 300), activation="relu", ortho_init=False)
+
+
+@dataclass
+class TD3Config(OffPolicyConfig):
+    """TD3 hyperparameters; defaults are Stable-Baselines3's."""
+
+    learning_rate: float = 1e-3
+    """Optimiser step size (actor and critics)."""
+    policy_delay: int = 2
+    """Critic steps per actor (and target) update."""
+    target_policy_noise: float = 0.2
+    """Std of the Gaussian noise added to target actions (target policy smoothing; 0: none)."""
+    target_noise_clip: float = 0.5
+    """Clip the target policy noise to +- this."""
+    exploration_noise: float = 0.1
+    """Std of the Gaussian noise added to actions while collecting, in [-1, 1] action units."""
+    n_critics: int = 2
+    """Critics in the ensemble; targets use their minimum."""
+    network: NetworkConfig = field(default_factory=td3_network)
+    """Actor and critic architecture."""
+
+    def validate(self) -> None:
+        super().validate()
+        require_positive(self, "policy_delay", "n_critics")
+        require_non_negative(self, "target_policy_noise", "target_noise_clip", "exploration_noise")
+        require(self.n_critics >= 1, "n_critics", "at least 1", self.n_critics)
+
+
+@dataclass
+class DDPGConfig(TD3Config):
+    """DDPG: TD3 with one critic, no policy delay and no target policy smoothing."""
+
+    policy_delay: int = 1
+    """Critic steps per actor (and target) update."""
+    target_policy_noise: float = 0.0
+    """Std of the Gaussian noise added to target actions (0: none, as DDPG)."""
+    target_noise_clip: float = 0.0
+    """Clip the target policy noise to +- this."""
+    n_critics: int = 1
+    """Critics in the ensemble."""
+
+
+class TD3(OffPolicyAgent):
+    """The TD3 (or, with DDPGConfig, DDPG) agent; see the module docstring."""
+
+    config: TD3Config
+
+    def __init__(
+        self,
+        config: TD3Config,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        num_envs: int,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ):
+        super().__init__(config, observation_space, action_space, num_envs, device, seed)
+        net = config.network
+        self.actor = build_actor(observation_space, action_space, net, squashed_gaussian=False).to(self.device)
+        self.actor_target = target_copy(self.actor)
+        self.critic = build_critic(observation_space, action_space, net, config.n_critics).to(self.device)
+        self.critic_target = target_copy(self.critic)
+        fused = fused_kwargs(self.device)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.learning_rate, **fused)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.learning_rate, **fused)
+        self._online = list(self.actor.parameters()) + list(self.critic.parameters())
+        self._targets = list(self.actor_target.parameters()) + list(self.critic_target.parameters())
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {
+            "actor": self.actor,
+            "actor_target": self.actor_target,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+        }
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor_optimizer": self.actor_optimizer, "critic_optimizer": self.critic_optimizer}
+
+    def _noisy(self, action: torch.Tensor, std: float, clip: float | None, generator: torch.Generator) -> torch.Tensor:
+        noise = torch.randn(action.shape, generator=generator, device=action.device) * std
+        if clip is not None:
+            noise = noise.clamp(-clip, clip)
+        return (action + noise).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def explore(self, obs: torch.Tensor, progress: float) -> torch.Tensor:
+        action = self.actor(obs)
+        if self.config.exploration_noise > 0:
+            action = self._noisy(action, self.config.exploration_noise, None, self.generator)
+        return self.to_env(action)
+
+    @torch.no_grad()
+    def predict(
+        self, obs: torch.Tensor, deterministic: bool = True, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        action = self.actor(obs)
+        if not deterministic and self.config.exploration_noise > 0:
+            action = self._noisy(action, self.config.exploration_noise, None, generator or self.generator)
+        return self.to_env(action)
+
+    def train(self, buffer: Any, gradient_steps: int, progress: float, global_step: int) -> dict[str, Any]:
+        cfg = self.config
+        metrics: dict[str, Any] = {}
+        for _ in range(gradient_steps):
+            self.gradient_steps += 1
+            batch = buffer.sample(cfg.batch_size, self.generator)
+            with torch.no_grad():
+                next_actions = self.actor_target(batch.next_obs)
+                if cfg.target_policy_noise > 0:
+                    next_actions = self._noisy(
+                        next_actions, cfg.target_policy_noise, cfg.target_noise_clip, self.generator
+                    )
+                next_q = self.critic_target(batch.next_obs, next_actions).min(dim=0).values
+                target = batch.rewards + batch.discounts * next_q
+            q = self.critic(batch.obs, self.from_env(batch.actions))
+            critic_loss = (q - target).square().mean(dim=1).sum()
+            self.critic_optimizer.zero_grad(set_to_none=True)
+            critic_loss.backward()
+            self.critic_optimizer.step()
+            metrics["losses/critic_loss"] = critic_loss.detach()
+
+            if self.gradient_steps % cfg.policy_delay == 0:
+                with frozen(self.critic):
+                    actor_loss = -self.critic(batch.obs, self.actor(batch.obs))[0].mean()
+                self.actor_optimizer.zero_grad(set_to_none=True)
+                actor_loss.backward()
+                self.actor_optimizer.step()
+                polyak_update(self._targets, self._online, cfg.tau)
+                metrics["losses/actor_loss"] = actor_loss.detach()
+        return metrics

@@ -1,0 +1,130 @@
+"""The off-policy loop: step the envs into a replay buffer, train at the update-to-data ratio.
+
+One iteration steps all envs ceil(train_every / num_envs) times (uniformly random actions
+until learning_starts env steps, the agent's exploration after), adding every step to the
+replay buffer, then, once past learning_starts, runs the gradient steps owed: utd_ratio per
+env step of the iteration, with fractions carried over to the next one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+
+from envs import TorchVectorEnv
+from runners.replay import ReplayBuffer
+
+
+class OffPolicyLoop:
+    """Drives an off-policy agent: collection into replay storage on the device, then updates."""
+
+    def __init__(self, env: TorchVectorEnv, agent: Any, total_steps: int):
+        cfg = agent.config
+        self.env, self.agent, self.total_steps = env, agent, total_steps
+        self.buffer = ReplayBuffer(
+            cfg.buffer_size,
+            env.num_envs,
+            env.single_observation_space,
+            env.single_action_space,
+            env.device,
+            env.obs_dtype,
+            n_step=cfg.n_step,
+            gamma=cfg.gamma,
+            prioritized=agent.prioritized,
+            alpha=getattr(cfg, "per_alpha", 0.6),
+            priority_eps=getattr(cfg, "per_eps", 1e-6),
+        )
+        self.vector_steps = max(1, math.ceil(cfg.train_every / env.num_envs))
+        self.steps_per_iteration = self.vector_steps * env.num_envs
+        self.updates_owed = 0.0
+        self.obs: torch.Tensor | None = None
+        device = env.device
+        self.episode_return_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.episode_length_sum = torch.zeros((), dtype=torch.int64, device=device)
+        self.episode_count = torch.zeros((), dtype=torch.int64, device=device)
+        self.seconds = {"env": 0.0, "inference": 0.0, "update": 0.0}
+
+    def reset(self, seed: int | None) -> None:
+        self.obs, _ = self.env.reset(seed=seed)
+
+    def iterate(self, global_step: int) -> dict[str, Any]:
+        """Collect steps_per_iteration env steps and train; returns the agent's metrics."""
+        cfg, agent, env, buffer = self.agent.config, self.agent, self.env, self.buffer
+        clock = time.perf_counter
+        env_seconds = inference_seconds = 0.0
+        step = global_step
+        for _ in range(self.vector_steps):
+            t0 = clock()
+            if step < cfg.learning_starts:
+                action = agent.random_action(env.num_envs)
+            else:
+                action = agent.explore(self.obs, step / self.total_steps)
+            t1 = clock()
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            t2 = clock()
+            buffer.add(self.obs, action, reward, terminated, truncated, info["final_obs"])
+            self.episode_return_sum += info["episode_return"].sum()
+            self.episode_length_sum += info["episode_length"].sum()
+            self.episode_count += (info["episode_length"] > 0).sum()
+            self.obs = next_obs
+            step += env.num_envs
+            env_seconds += t2 - t1
+            inference_seconds += (t1 - t0) + (clock() - t2)
+        self.seconds["env"] += env_seconds
+        self.seconds["inference"] += inference_seconds
+
+        if step <= cfg.learning_starts:
+            return {}
+        # as Stable-Baselines3: the first training phase after learning_starts owes a whole phase
+        self.updates_owed += cfg.utd_ratio * (step - global_step)
+        gradient_steps = int(self.updates_owed)
+        self.updates_owed -= gradient_steps
+        if gradient_steps == 0 or len(buffer) < cfg.batch_size:  # (a resumed run refilling its buffer)
+            return {}
+        t0 = clock()
+        metrics = agent.train(buffer, gradient_steps, min(1.0, step / self.total_steps), step)
+        self.seconds["update"] += clock() - t0
+        metrics["charts/gradient_steps"] = agent.gradient_steps
+        metrics["charts/buffer_size"] = len(buffer)
+        return metrics
+
+    def pop_episode_stats(self) -> dict[str, torch.Tensor]:
+        """Mean return and length of the episodes finished since the last call, and their count."""
+        count = self.episode_count.double()
+        stats = {
+            "charts/episode_return": self.episode_return_sum / count.clamp_min(1),
+            "charts/episode_length": self.episode_length_sum.double() / count.clamp_min(1),
+            "charts/episodes": count,
+        }
+        self.episode_return_sum = torch.zeros_like(self.episode_return_sum)
+        self.episode_length_sum = torch.zeros_like(self.episode_length_sum)
+        self.episode_count = torch.zeros_like(self.episode_count)
+        return stats
+
+    def state_dict(self, with_buffer: bool = False) -> dict[str, Any]:
+        state = {
+            "obs": self.obs,
+            "updates_owed": self.updates_owed,
+            "seconds": dict(self.seconds),
+            "episode_return_sum": self.episode_return_sum,
+            "episode_length_sum": self.episode_length_sum,
+            "episode_count": self.episode_count,
+        }
+        if with_buffer:
+            state["buffer"] = self.buffer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """Restore; returns whether the state held a replay buffer."""
+        self.obs = state["obs"].to(self.env.device)
+        self.updates_owed = float(state["updates_owed"])
+        self.seconds.update(state["seconds"])
+        for name in ("episode_return_sum", "episode_length_sum", "episode_count"):
+            getattr(self, name).copy_(state[name])
+        if "buffer" in state:
+            self.buffer.load_state_dict(state["buffer"])
+            return True
+        return False
