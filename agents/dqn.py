@@ -5,7 +5,7 @@ R + d * max_a' Q_target(s', a'), where R is the n-step return and d is gamma^m, 
 after a termination. Flags: double Q-learning (van Hasselt et al. 2016: the online net
 picks a', the target net values it), a dueling head (Wang et al. 2016), n-step returns
 and prioritised replay (Schaul et al. 2016). With all four on it is the well-known
-strong combination of Rainbow's (Hessel et al. 2018) non-distributional parts.
+strong combination of four of Rainbow's components (Hessel et al. 2018).
 
 Exploration is epsilon-greedy, linear from exploration_initial_eps to
 exploration_final_eps over the first exploration_fraction of training. The target
@@ -101,7 +101,6 @@ class DQN(OffPolicyAgent):
         self.q_net = build_q_network(observation_space, action_space, config.network, config.dueling).to(self.device)
         self.q_target = target_copy(self.q_net)
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.learning_rate, **fused_kwargs(self.device))
-        self.action_start = int(action_space.start)
         self.target_updates = 0  # target updates done so far, one per target_update_interval env steps
 
     def modules(self) -> dict[str, nn.Module]:
@@ -121,7 +120,7 @@ class DQN(OffPolicyAgent):
         n = greedy.shape[0]
         random = torch.randint(0, int(self.action_space.n), (n,), generator=generator, device=self.device)
         explore = torch.rand(n, generator=generator, device=self.device) < epsilon
-        return torch.where(explore, random, greedy) + self.action_start
+        return torch.where(explore, random, greedy)
 
     def explore(self, obs: torch.Tensor, progress: float) -> torch.Tensor:
         return self._epsilon_greedy(obs, self.epsilon(progress), self.generator)
@@ -131,7 +130,7 @@ class DQN(OffPolicyAgent):
         self, obs: torch.Tensor, deterministic: bool = True, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         if deterministic:
-            return self.q_net(obs).argmax(dim=-1) + self.action_start
+            return self.q_net(obs).argmax(dim=-1)
         return self._epsilon_greedy(obs, self.config.exploration_final_eps, generator or self.generator)
 
     def _sync_target(self, global_step: int) -> None:
@@ -158,7 +157,7 @@ class DQN(OffPolicyAgent):
                     next_value = next_q.max(dim=-1).values
                 target = batch.rewards + batch.discounts * next_value
             q = self.q_net(batch.obs)
-            q_taken = q.gather(1, (batch.actions.long() - self.action_start).unsqueeze(1)).squeeze(1)
+            q_taken = q.gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
             td = q_taken - target
             loss = (nn.functional.smooth_l1_loss(q_taken, target, reduction="none") * batch.weights).mean()
             self.optimizer.zero_grad(set_to_none=True)

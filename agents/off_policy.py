@@ -34,7 +34,8 @@ class OffPolicyConfig:
     learning_rate: float = 3e-4
     """Optimiser step size."""
     buffer_size: int = 1_000_000
-    """Replay capacity in transitions (summed over envs); the oldest are overwritten."""
+    """Replay capacity in transitions (summed over envs, rounded up to whole steps of all envs);
+    the oldest are overwritten."""
     learning_starts: int = 100
     """Env steps (summed over envs) of uniformly random actions before learning starts."""
     batch_size: int = 256
@@ -57,6 +58,7 @@ class OffPolicyConfig:
         require_non_negative(self, "learning_starts")
         require_fraction(self, "gamma")
         require(0.0 < self.tau <= 1.0, "tau", "in (0, 1]", self.tau)
+        require(self.n_step <= 1000, "n_step", "at most 1000", self.n_step)
         sizes = self.network.hidden_sizes
         require(len(sizes) > 0 and all(s > 0 for s in sizes), "hidden_sizes", "positive layer widths", sizes)
 
@@ -90,10 +92,8 @@ class OffPolicyAgent:
     def random_action(self, n: int) -> torch.Tensor:
         """n actions drawn uniformly from the action space (warm-up)."""
         space = self.action_space
-        if isinstance(space, gym.spaces.Discrete):
-            return torch.randint(
-                int(space.start), int(space.start + space.n), (n,), generator=self.generator, device=self.device
-            )
+        if isinstance(space, gym.spaces.Discrete):  # as every agent, in 0..n-1: the env adds space.start
+            return torch.randint(0, int(space.n), (n,), generator=self.generator, device=self.device)
         u = torch.rand((n, *space.shape), generator=self.generator, device=self.device)
         return self.low + u * (self.high - self.low)
 

@@ -11,13 +11,13 @@ Both are then evaluated by the same code (drl's) on the same episodes (determini
 Wall time covers building the agent and its envs and training (drl's includes writing its
 run directory: metrics, TensorBoard events, the final checkpoint); evaluation is timed apart.
 
-CPU matmul precision: drl's `fast_matmul` run option (on by default) sets the process-global
+CPU matmul precision: drl's `fast_matmul` run option (on in the SAC and TD3 presets) sets the process-global
 `torch.backends.mkldnn.matmul.fp32_precision = "bf16"` (where a startup check finds it as
-accurate as float32) and leaves it set, which would also speed up an SB3 run after it in this
-process. So before every SB3 run the flag is reset to torch's default ("none"), and before a
+accurate as float32) for the length of a run. To be sure of each side's setting, before
+every SB3 run the flag is reset to torch's default ("none"), and before a
 drl run with --drl-exact-matmul too. The two flags below give the other comparisons:
 
-    --drl-exact-matmul   drl with fast_matmul off: both at torch's default precision
+    --drl-exact-matmul   drl with fast_matmul off even where its preset turns it on
     --sb3-fast-matmul    SB3 with the fast path on as well: both with the same fast matmuls
 
 Evaluation runs at torch's default precision for both.
@@ -76,7 +76,7 @@ def fast_matmul_available() -> bool:
 
 
 # ------------------------------------------------------------------ configs
-def configs(algo: str, seed: int, steps: int | None, fast_matmul: bool = True):
+def configs(algo: str, seed: int, steps: int | None, exact_matmul: bool = False):
     spec = get_algorithm(algo)
     env_id = ENVS[algo]
     train, agent = TrainConfig(algo=spec.name, env_id=env_id, seed=seed, device="cpu"), spec.config_cls()
@@ -87,7 +87,8 @@ def configs(algo: str, seed: int, steps: int | None, fast_matmul: bool = True):
     train.eval_episodes = 0  # no evaluation inside the timed run; both are evaluated afterwards
     train.checkpoint_every = 0  # only the final checkpoint
     train.progress = False
-    train.fast_matmul = fast_matmul
+    if exact_matmul:
+        train.fast_matmul = False
     return train, agent
 
 
@@ -213,7 +214,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     initial = matmul_precision()
     available = mkldnn_matmul() is not None and fast_matmul_available()
-    drl_fast, sb3_fast = not args.drl_exact_matmul, args.sb3_fast_matmul
+    drl_fast = configs(args.algo, 0, None, args.drl_exact_matmul)[0].fast_matmul
+    sb3_fast = args.sb3_fast_matmul
     env_id = ENVS[args.algo]
     print(
         f"drl vs stable-baselines3 {stable_baselines3.__version__}: {args.algo} on {env_id}, "
@@ -231,7 +233,7 @@ def main() -> None:
             order = ["sb3", "drl"] if i % 2 == 0 else ["drl", "sb3"]
             out = {}
             for who in order:
-                train, agent = configs(args.algo, seed, args.steps, fast_matmul=drl_fast)
+                train, agent = configs(args.algo, seed, args.steps, exact_matmul=args.drl_exact_matmul)
                 if who == "sb3":
                     out[who] = run_sb3(args.algo, train, agent, args.eval_episodes, sb3_fast)
                 else:

@@ -59,11 +59,11 @@ class TrainConfig:
     """Show a progress bar on a terminal."""
     torch_threads: int = 0
     """Threads torch may use for CPU math (0: torch's default)."""
-    fast_matmul: bool = True
+    fast_matmul: bool = False
     """Let float32 matmuls on the CPU take oneDNN's fast path (torch.backends.mkldnn.matmul.
-    fp32_precision = bf16), about 2x faster on AVX-512 CPUs, if a check at startup finds it as
-    accurate as float32 (relative error < 1e-5) on this CPU, for the run (the setting is put back
-after it); --no-fast-matmul leaves torch's setting alone."""
+    fp32_precision = bf16) for the run, if a check at startup finds it as accurate as float32
+    (relative error < 1e-5) on this CPU. About 2x faster for 256-wide layers on AVX-512 CPUs, but
+    slower for small ones: the SAC and TD3 presets turn it on."""
     wandb_project: str = "drl"
     """Weights & Biases project."""
     wandb_entity: str | None = None

@@ -14,8 +14,20 @@ from typing import Any
 
 import torch
 
+from agents.config import ConfigError
 from envs import TorchVectorEnv
 from runners.replay import ReplayBuffer
+
+
+def make_buffer(*args: Any, **kwargs: Any) -> ReplayBuffer:
+    """A ReplayBuffer, or a one-line ConfigError when its memory cannot be allocated."""
+    try:
+        return ReplayBuffer(*args, **kwargs)
+    except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"cannot allocate a replay buffer of {args[0]} transitions ({reason}); lower --buffer-size"
+        ) from None
 
 
 class OffPolicyLoop:
@@ -24,7 +36,12 @@ class OffPolicyLoop:
     def __init__(self, env: TorchVectorEnv, agent: Any, total_steps: int):
         cfg = agent.config
         self.env, self.agent, self.total_steps = env, agent, total_steps
-        self.buffer = ReplayBuffer(
+        if math.ceil(cfg.buffer_size / env.num_envs) <= cfg.n_step:
+            raise ConfigError(
+                f"--buffer-size {cfg.buffer_size} must hold more than --n-step {cfg.n_step} steps of each of the "
+                f"{env.num_envs} envs"
+            )
+        self.buffer = make_buffer(
             cfg.buffer_size,
             env.num_envs,
             env.single_observation_space,
@@ -82,7 +99,7 @@ class OffPolicyLoop:
         self.updates_owed += cfg.utd_ratio * (step - global_step)
         gradient_steps = int(self.updates_owed)
         self.updates_owed -= gradient_steps
-        if gradient_steps == 0 or len(buffer) < cfg.batch_size:  # (a resumed run refilling its buffer)
+        if gradient_steps == 0 or len(buffer) == 0:  # minibatches are drawn with replacement, as SB3's
             return {}
         t0 = clock()
         metrics = agent.train(buffer, gradient_steps, min(1.0, step / self.total_steps), step)

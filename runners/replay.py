@@ -79,7 +79,7 @@ class SumTree:
         return node - self.first_leaf
 
     def state_dict(self) -> dict[str, Any]:
-        return {"tree": self.tree.clone()}
+        return {"tree": self.tree.cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.tree.copy_(state["tree"])
@@ -161,6 +161,12 @@ class ReplayBuffer:
                 complete = (row - self.n_step + 1) % self.rows
                 self.tree.set(self._slots(complete), self.max_priority.expand(self.num_envs))
 
+    def mark_episode_break(self) -> None:
+        """Mark the newest row truncated: the envs were reset after it (a resume without env
+        state), so n-step windows must not run on into the new episodes."""
+        if self.filled:
+            self.truncated[(self.pos - 1) % self.rows] = True
+
     def _slots(self, row: int) -> torch.Tensor:
         return row * self.num_envs + self._env_index
 
@@ -217,10 +223,10 @@ class ReplayBuffer:
         n = self.filled
         state: dict[str, Any] = {"pos": self.pos, "filled": n, "rows": self.rows, "num_envs": self.num_envs}
         for name in ("obs", "next_obs", "actions", "rewards", "terminated", "truncated"):
-            state[name] = getattr(self, name)[:n].clone()
+            state[name] = getattr(self, name)[:n].cpu()  # a copy (also on the CPU), not a view
         if self.tree is not None:
             state["tree"] = self.tree.state_dict()
-            state["max_priority"] = self.max_priority.clone()
+            state["max_priority"] = self.max_priority.cpu()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -231,7 +237,7 @@ class ReplayBuffer:
             )
         n = int(state["filled"])
         for name in ("obs", "next_obs", "actions", "rewards", "terminated", "truncated"):
-            getattr(self, name)[:n].copy_(state[name])
+            getattr(self, name)[:n].copy_(state[name])  # (copy_ moves it to this buffer's device)
         self.pos, self.filled = int(state["pos"]), n
         if self.tree is not None:
             if "tree" not in state:

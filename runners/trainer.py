@@ -244,5 +244,7 @@ class Trainer:
         if payload["env"] is None:
             warn("the checkpoint holds no env state; episodes restart from a reset")
             self.loop.reset(seed=self.seeds.env + self.global_step)
+            if isinstance(self.loop, OffPolicyLoop):
+                self.loop.buffer.mark_episode_break()
         else:
             self.env.load_state_dict(payload["env"])

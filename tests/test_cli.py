@@ -137,6 +137,7 @@ def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
         (["train", "dqn", "Pendulum-v1"], ["dqn cannot act in Pendulum-v1's action space Box", "supports Discrete"]),
         (["train", "sac", "CartPole-v1"], ["sac cannot act in CartPole-v1's action space Discrete(2)", "supports Box"]),
         (["train", "sac", "Pendulum-v1", "--tau", "0"], ["--tau must be in (0, 1], got 0.0"]),
+        (["train", "dqn", "CartPole-v1", "--buffer-size", "3", "--n-step", "3"], ["--buffer-size 3 must hold more"]),
         (["train", "ppo", "CartPole-v1", "--n-steps", "-5"], ["--n-steps must be positive and finite, got -5"]),
         (["train", "ppo", "CartPole-v1", "--learning-rate", "fast"], ["--learning-rate", "expected a number"]),
         (["train", "ppo", "CartPole-v1", "--total-steps", "1.5"], ["--total-steps", "expected an integer"]),

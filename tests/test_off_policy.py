@@ -91,6 +91,15 @@ def test_dqn_epsilon_schedule_and_greedy_prediction():
     assert torch.equal(agent.predict(obs), agent.q_net(obs).argmax(-1))
 
 
+def test_dqn_acts_in_zero_based_actions_the_env_offsets():
+    # envs add Discrete.start themselves (envs/vector.py), as for the on-policy agents
+    agent = DQN(DQNConfig(network=SMALL_NET), gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(3, start=-1), 1)
+    obs = torch.randn(500, 4)
+    for actions in (agent.random_action(500), agent.explore(obs, 0.0), agent.predict(obs), agent.predict(obs, False)):
+        assert actions.min() >= 0 and actions.max() <= 2
+    assert set(agent.random_action(500).tolist()) == {0, 1, 2}
+
+
 def test_dqn_target_follows_the_online_net_every_interval():
     cfg = DQNConfig(target_update_interval=100, tau=0.5, network=SMALL_NET)
     agent = DQN(cfg, gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2), 1)
