@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from vs_sb3 import SB3Policy  # drl's evaluation interface over an SB3 model
 
 from agents import get_algorithm
 from agents.presets import load_preset
@@ -155,19 +156,6 @@ def sb3_model(algo: str, train: TrainConfig, agent):
         kwargs["action_noise"] = NormalActionNoise(np.zeros(dim), np.full(dim, agent.exploration_noise))
     cls = {"sac": SAC, "td3": TD3, "dqn": DQN}[algo]
     return cls("MlpPolicy", env, **kwargs)
-
-
-class SB3Policy:
-    """drl's evaluation interface (`device`, `predict`) over an SB3 model."""
-
-    device = torch.device("cpu")
-
-    def __init__(self, model):
-        self.model = model
-
-    def predict(self, obs, deterministic=True, generator=None):
-        actions, _ = self.model.predict(obs.numpy(), deterministic=deterministic)
-        return torch.as_tensor(actions)
 
 
 # ------------------------------------------------------------------ runs

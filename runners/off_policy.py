@@ -17,6 +17,7 @@ import torch
 from agents.config import ConfigError
 from envs import TorchVectorEnv
 from runners.replay import ReplayBuffer
+from runners.rollout import EpisodeStats
 
 
 def make_buffer(*args: Any, **kwargs: Any) -> ReplayBuffer:
@@ -58,10 +59,7 @@ class OffPolicyLoop:
         self.steps_per_iteration = self.vector_steps * env.num_envs
         self.updates_owed = 0.0
         self.obs: torch.Tensor | None = None
-        device = env.device
-        self.episode_return_sum = torch.zeros((), dtype=torch.float64, device=device)
-        self.episode_length_sum = torch.zeros((), dtype=torch.int64, device=device)
-        self.episode_count = torch.zeros((), dtype=torch.int64, device=device)
+        self.episodes = EpisodeStats(env.device)
         self.seconds = {"env": 0.0, "inference": 0.0, "update": 0.0}
 
     def reset(self, seed: int | None) -> None:
@@ -83,9 +81,7 @@ class OffPolicyLoop:
             next_obs, reward, terminated, truncated, info = env.step(action)
             t2 = clock()
             buffer.add(self.obs, action, reward, terminated, truncated, info["final_obs"])
-            self.episode_return_sum += info["episode_return"].sum()
-            self.episode_length_sum += info["episode_length"].sum()
-            self.episode_count += (info["episode_length"] > 0).sum()
+            self.episodes.add(info["episode_return"], info["episode_length"])
             self.obs = next_obs
             step += env.num_envs
             env_seconds += t2 - t1
@@ -109,26 +105,14 @@ class OffPolicyLoop:
         return metrics
 
     def pop_episode_stats(self) -> dict[str, torch.Tensor]:
-        """Mean return and length of the episodes finished since the last call, and their count."""
-        count = self.episode_count.double()
-        stats = {
-            "charts/episode_return": self.episode_return_sum / count.clamp_min(1),
-            "charts/episode_length": self.episode_length_sum.double() / count.clamp_min(1),
-            "charts/episodes": count,
-        }
-        self.episode_return_sum = torch.zeros_like(self.episode_return_sum)
-        self.episode_length_sum = torch.zeros_like(self.episode_length_sum)
-        self.episode_count = torch.zeros_like(self.episode_count)
-        return stats
+        return self.episodes.pop()
 
     def state_dict(self, with_buffer: bool = False) -> dict[str, Any]:
         state = {
             "obs": self.obs,
             "updates_owed": self.updates_owed,
             "seconds": dict(self.seconds),
-            "episode_return_sum": self.episode_return_sum,
-            "episode_length_sum": self.episode_length_sum,
-            "episode_count": self.episode_count,
+            **self.episodes.state_dict(),
         }
         if with_buffer:
             state["buffer"] = self.buffer.state_dict()
@@ -139,8 +123,7 @@ class OffPolicyLoop:
         self.obs = state["obs"].to(self.env.device)
         self.updates_owed = float(state["updates_owed"])
         self.seconds.update(state["seconds"])
-        for name in ("episode_return_sum", "episode_length_sum", "episode_count"):
-            getattr(self, name).copy_(state[name])
+        self.episodes.load_state_dict(state)
         if "buffer" in state:
             self.buffer.load_state_dict(state["buffer"])
             return True

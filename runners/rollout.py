@@ -11,6 +11,47 @@ from agents.batch import Rollout
 from envs import TorchVectorEnv, torch_dtype
 
 
+class EpisodeStats:
+    """Sums of the returns and lengths of finished episodes, as device scalars: added to
+    without a host read, read by the trainer once per log."""
+
+    NAMES = ("episode_return_sum", "episode_length_sum", "episode_count")
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._zero()
+
+    def _zero(self) -> None:
+        self.episode_return_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.episode_length_sum = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.episode_count = torch.zeros((), dtype=torch.int64, device=self.device)
+
+    def add(self, returns: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Fold in per-step returns and lengths of episodes ending there (0 elsewhere)."""
+        self.episode_return_sum += returns.sum()
+        self.episode_length_sum += lengths.sum()
+        self.episode_count += (lengths > 0).sum()
+
+    def pop(self) -> dict[str, torch.Tensor]:
+        """Mean return and length of the episodes finished since the last call, and their
+        count (means are 0 when no episode finished)."""
+        count = self.episode_count.double()
+        stats = {
+            "charts/episode_return": self.episode_return_sum / count.clamp_min(1),
+            "charts/episode_length": self.episode_length_sum.double() / count.clamp_min(1),
+            "charts/episodes": count,
+        }
+        self._zero()
+        return stats
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in self.NAMES}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in self.NAMES:
+            getattr(self, name).copy_(state[name])
+
+
 class RolloutStorage:
     """Preallocated [T, N, ...] tensors on the training device, overwritten every rollout."""
 
@@ -43,10 +84,7 @@ class OnPolicyCollector:
         self.env, self.agent, self.n_steps = env, agent, n_steps
         self.storage = RolloutStorage(n_steps, env)
         self.obs: torch.Tensor | None = None  # [N, *obs_shape]
-        device = env.device
-        self.episode_return_sum = torch.zeros((), dtype=torch.float64, device=device)
-        self.episode_length_sum = torch.zeros((), dtype=torch.int64, device=device)
-        self.episode_count = torch.zeros((), dtype=torch.int64, device=device)
+        self.episodes = EpisodeStats(env.device)
         self.env_seconds = 0.0
         self.inference_seconds = 0.0
 
@@ -92,37 +130,18 @@ class OnPolicyCollector:
         next_values = torch.where(s.truncated, final_values, next_values)
         self.inference_seconds += inference_seconds + clock() - t0
         self.env_seconds += env_seconds
-        self.episode_return_sum += s.episode_returns.sum()
-        self.episode_length_sum += s.episode_lengths.sum()
-        self.episode_count += (s.episode_lengths > 0).sum()
+        self.episodes.add(s.episode_returns, s.episode_lengths)
         return Rollout(s.obs, s.actions, s.log_probs, s.values, s.rewards, s.terminated, s.truncated, next_values)
 
     def pop_episode_stats(self) -> dict[str, torch.Tensor]:
-        """Mean return and length of the episodes finished since the last call, and their
-        count, as device scalars (means are 0 when no episode finished)."""
-        count = self.episode_count.double()
-        stats = {
-            "charts/episode_return": self.episode_return_sum / count.clamp_min(1),
-            "charts/episode_length": self.episode_length_sum.double() / count.clamp_min(1),
-            "charts/episodes": count,
-        }
-        self.episode_return_sum = torch.zeros_like(self.episode_return_sum)
-        self.episode_length_sum = torch.zeros_like(self.episode_length_sum)
-        self.episode_count = torch.zeros_like(self.episode_count)
-        return stats
+        return self.episodes.pop()
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "obs": self.obs,
-            "episode_return_sum": self.episode_return_sum,
-            "episode_length_sum": self.episode_length_sum,
-            "episode_count": self.episode_count,
-        }
+        return {"obs": self.obs, **self.episodes.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.obs = state["obs"].to(self.env.device)
-        for name in ("episode_return_sum", "episode_length_sum", "episode_count"):
-            getattr(self, name).copy_(state[name])
+        self.episodes.load_state_dict(state)
 
 
 class OnPolicyLoop:
