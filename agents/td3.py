@@ -21,7 +21,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from agents.config import require, require_non_negative, require_positive
+from agents.config import require_non_negative, require_positive
 from agents.off_policy import OffPolicyAgent, OffPolicyConfig, frozen, polyak_update, target_copy
 from agents.on_policy import fused_kwargs
 from networks import NetworkConfig
@@ -57,7 +57,6 @@ class TD3Config(OffPolicyConfig):
         super().validate()
         require_positive(self, "policy_delay", "n_critics")
         require_non_negative(self, "target_policy_noise", "target_noise_clip", "exploration_noise")
-        require(self.n_critics >= 1, "n_critics", "at least 1", self.n_critics)
 
 
 @dataclass

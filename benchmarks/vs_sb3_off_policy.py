@@ -35,13 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from vs_sb3 import SB3Policy  # drl's evaluation interface over an SB3 model
+from vs_sb3 import configs as preset_configs
 
-from agents import get_algorithm
-from agents.presets import load_preset
-from runners.cliargs import set_values
 from runners.config import TrainConfig
 from runners.evaluate import evaluate
-from runners.precision import enable_fast_cpu_matmul
+from runners.precision import cpu_matmul_precision, enable_fast_cpu_matmul, restore_cpu_matmul_precision
 from runners.run_dir import create_run_dir
 from runners.seeding import derive_seeds
 from runners.trainer import Trainer
@@ -51,22 +49,13 @@ SAC_TARGET, SAC_STRETCH = 1 / 3, 1 / 5  # drl / SB3 wall time
 
 
 # ------------------------------------------------------------------ CPU matmul precision
-def mkldnn_matmul():
-    """torch.backends.mkldnn.matmul where it has fp32_precision (torch >= 2.9), else None."""
-    matmul = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)
-    return matmul if matmul is not None and hasattr(matmul, "fp32_precision") else None
-
-
 def matmul_precision() -> str:
-    backend = mkldnn_matmul()
-    return backend.fp32_precision if backend is not None else "n/a"
+    return cpu_matmul_precision() or "n/a"
 
 
 def set_default_matmul() -> None:
     """Torch's default float32 matmuls on the CPU (undo drl's fast_matmul)."""
-    backend = mkldnn_matmul()
-    if backend is not None:
-        backend.fp32_precision = "none"
+    restore_cpu_matmul_precision("none")
 
 
 def fast_matmul_available() -> bool:
@@ -78,16 +67,8 @@ def fast_matmul_available() -> bool:
 
 # ------------------------------------------------------------------ configs
 def configs(algo: str, seed: int, steps: int | None, exact_matmul: bool = False):
-    spec = get_algorithm(algo)
-    env_id = ENVS[algo]
-    train, agent = TrainConfig(algo=spec.name, env_id=env_id, seed=seed, device="cpu"), spec.config_cls()
-    name, values = load_preset(spec.name, env_id, None)
-    set_values([train, agent], values, f"preset {name}")
-    if steps:
-        train.total_steps = steps
-    train.eval_episodes = 0  # no evaluation inside the timed run; both are evaluated afterwards
-    train.checkpoint_every = 0  # only the final checkpoint
-    train.progress = False
+    """The preset's configs, as vs_sb3.py times them; fast_matmul off on request."""
+    train, agent = preset_configs(algo, ENVS[algo], seed, steps)
     if exact_matmul:
         train.fast_matmul = False
     return train, agent
@@ -201,7 +182,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     initial = matmul_precision()
-    available = mkldnn_matmul() is not None and fast_matmul_available()
+    available = cpu_matmul_precision() is not None and fast_matmul_available()
     drl_fast = configs(args.algo, 0, None, args.drl_exact_matmul)[0].fast_matmul
     sb3_fast = args.sb3_fast_matmul
     env_id = ENVS[args.algo]
