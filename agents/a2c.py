@@ -64,9 +64,14 @@ class A2C(OnPolicyAgent):
         self.set_learning_rate(lr)
 
         advantages, returns = self.advantages(batch)
-        advantages, returns = advantages.flatten(), returns.flatten()
-        obs = self.preprocess(batch.obs).flatten(0, 1)
-        log_probs, entropy, values = self.net.evaluate(obs, batch.actions.flatten(0, 1))
+        L = self.chunk_length(batch.rewards.shape[0])
+        obs, actions = self.chunk(self.preprocess(batch.obs), L), self.chunk(batch.actions, L)
+        if self.recurrent:
+            states, starts = batch.states[::L].flatten(0, 1), self.chunk(batch.starts, L)
+        else:
+            states = starts = None
+        log_probs, entropy, values = self.evaluate_chunks(obs, actions, states, starts)
+        advantages, returns = self.chunk(advantages, L).flatten(), self.chunk(returns, L).flatten()
         if cfg.normalize_advantage and advantages.numel() > 1:
             advantages = standardize(advantages)
         policy_loss = -(advantages * log_probs).mean()
@@ -83,7 +88,7 @@ class A2C(OnPolicyAgent):
 
         losses = torch.stack([policy_loss, value_loss, entropy_mean]).detach()
         metrics = dict(zip(("losses/policy_loss", "losses/value_loss", "losses/entropy"), losses, strict=True))
-        metrics["losses/explained_variance"] = explained_variance(batch.values.flatten(), returns)
+        metrics["losses/explained_variance"] = explained_variance(self.chunk(batch.values, L).flatten(), returns)
         metrics["charts/learning_rate"] = lr
         self.finish_update(batch)
         return metrics

@@ -22,3 +22,5 @@ class Rollout(NamedTuple):
     truncated: torch.Tensor  # [T, N] bool: the episode was cut short, e.g. by a time limit (bootstrap)
     next_values: torch.Tensor  # [T, N] V(s') of the state each step reached: the true final
     #                            observation where the episode was truncated, obs[t + 1] otherwise
+    states: torch.Tensor | None = None  # [T, N, S, H] recurrent state before each step (before resets)
+    starts: torch.Tensor | None = None  # [T, N] bool: the step begins an episode (state zeroed first)

@@ -3,6 +3,11 @@
 An on-policy agent owns its actor-critic network, its optimiser, its normalisers and
 the random generator it samples actions with. Runners call `act` and `value` while
 collecting a `Rollout`, then `update(rollout, progress)`.
+
+With a recurrent network (`--recurrent lstm|gru`) `act` and `value` also take the
+recurrent state and the episode starts, and updates learn from sequences: the rollout is
+cut into chunks of `seq_len` steps per env (the whole rollout by default), each replayed
+from the state stored when it was collected, and minibatches are sets of chunks.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from agents.config import ConfigError, require, require_fraction, require_non_ne
 from agents.normalize import ObservationNormalizer, RewardScaler
 from agents.schedules import Schedule
 from networks import NetworkConfig, build_actor_critic
-from networks.actor_critic import PolicyOutput
+from networks.actor_critic import PolicyOutput, RecurrentActorCritic
 
 
 @dataclass
@@ -52,6 +57,8 @@ class OnPolicyConfig:
     """Clip normalised observations to [-clip_obs, clip_obs]."""
     clip_reward: float = 10.0
     """Clip normalised rewards to [-clip_reward, clip_reward]."""
+    seq_len: int | None = None
+    """Recurrent networks: steps per training sequence (divides n_steps); none: the whole rollout."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
     """Policy and value network architecture."""
 
@@ -62,6 +69,14 @@ class OnPolicyConfig:
         require_non_negative(self, "ent_coef", "vf_coef")
         sizes = self.network.hidden_sizes
         require(len(sizes) > 0 and all(s > 0 for s in sizes), "hidden_sizes", "positive layer widths", sizes)
+        require(self.network.recurrent_size > 0, "recurrent_size", "positive", self.network.recurrent_size)
+        if self.seq_len is not None:
+            require(
+                self.seq_len > 0 and self.n_steps % self.seq_len == 0,
+                "seq_len",
+                f"a positive divisor of n_steps ({self.n_steps}) or none",
+                self.seq_len,
+            )
 
 
 class OnPolicyAgent:
@@ -80,6 +95,7 @@ class OnPolicyAgent:
         self.config = config
         self.device = torch.device(device)
         self.net = build_actor_critic(observation_space, action_space, config.network).to(self.device)
+        self.recurrent = isinstance(self.net, RecurrentActorCritic)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.obs_normalizer: ObservationNormalizer | None = None
         if config.normalize_obs:
@@ -98,23 +114,64 @@ class OnPolicyAgent:
         """What the network sees: observations normalised with the current, frozen statistics."""
         return obs if self.obs_normalizer is None else self.obs_normalizer(obs)
 
+    def initial_state(self, num_envs: int) -> torch.Tensor | None:
+        """The recurrent state [N, S, H] before any step (none for feed-forward networks)."""
+        return self.net.initial_state(num_envs, self.device) if self.recurrent else None
+
     @torch.no_grad()
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+        state: torch.Tensor | None = None,
+        starts: torch.Tensor | None = None,
     ) -> PolicyOutput:
-        """Actions [N, ...], their log-probabilities [N] and values [N] for raw observations [N, ...]."""
-        return self.net.act(self.preprocess(obs), deterministic, self.generator if generator is None else generator)
+        """Actions [N, ...], their log-probabilities [N] and values [N] for raw observations
+        [N, ...]; recurrent networks also take the state and episode starts [N] and return
+        the next state."""
+        generator = self.generator if generator is None else generator
+        if self.recurrent:
+            return self.net.act(self.preprocess(obs), state, starts, deterministic, generator)
+        return self.net.act(self.preprocess(obs), deterministic, generator)
 
     def predict(
         self, obs: torch.Tensor, deterministic: bool = True, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Actions [N, ...] for raw observations [N, ...] (evaluation)."""
+        """Actions [N, ...] for raw observations [N, ...] (evaluation of feed-forward policies;
+        recurrent ones evaluate through `act`, which carries their state)."""
         return self.act(obs, deterministic, generator).action
 
     @torch.no_grad()
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        """State values [N] of raw observations [N, ...]."""
+    def value(
+        self, obs: torch.Tensor, state: torch.Tensor | None = None, starts: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """State values [N] of raw observations [N, ...] (recurrent: from `state`, after `starts` resets)."""
+        if self.recurrent:
+            return self.net.value(self.preprocess(obs), state, starts)
         return self.net.value(self.preprocess(obs))
+
+    def chunk_length(self, n_steps: int) -> int:
+        """Steps per training sequence: 1 (single transitions) for feed-forward networks."""
+        if not self.recurrent:
+            return 1
+        return self.config.seq_len or n_steps
+
+    @staticmethod
+    def chunk(x: torch.Tensor, length: int) -> torch.Tensor:
+        """[T, N, ...] -> [L, C, ...]: C = (T / L) * N sequences of L steps, chunk k of env n at k * N + n."""
+        T, N = x.shape[:2]
+        return x.reshape(T // length, length, N, *x.shape[2:]).transpose(0, 1).reshape(length, -1, *x.shape[2:])
+
+    def evaluate_chunks(
+        self, obs: torch.Tensor, actions: torch.Tensor, states: torch.Tensor | None, starts: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-probabilities, entropies and values [L*C] of chunks: preprocessed observations
+        [L, C, ...], actions [L, C, ...], and for recurrent networks the states before each
+        chunk [C, S, H] and the episode starts [L, C]."""
+        if self.recurrent:
+            return self.net.evaluate(obs, actions, states, starts)
+        return self.net.evaluate(obs.flatten(0, 1), actions.flatten(0, 1))
 
     def advantages(self, batch: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
         """GAE advantages and value targets [T, N], on scaled rewards when reward normalisation is on."""

@@ -69,32 +69,44 @@ class PPO(OnPolicyAgent):
         self.set_learning_rate(lr)
 
         advantages, returns = self.advantages(batch)  # [T, N]
-        obs = self.preprocess(batch.obs).flatten(0, 1)  # [T*N, ...]
-        actions = batch.actions.flatten(0, 1)
-        old_log_probs = batch.log_probs.flatten()
-        old_values = batch.values.flatten()
-        advantages, returns = advantages.flatten(), returns.flatten()
-        size = old_values.shape[0]
+        # Work on chunks [L, C]: single transitions (L=1, C=T*N) for feed-forward networks,
+        # sequences of L steps for recurrent ones, with the state stored before each.
+        L = self.chunk_length(batch.rewards.shape[0])
+        sequences = [
+            self.chunk(x, L)
+            for x in (self.preprocess(batch.obs), batch.actions, batch.log_probs, batch.values, advantages, returns)
+        ]
+        states = None
+        if self.recurrent:
+            sequences.append(self.chunk(batch.starts, L))
+            states = batch.states[::L].flatten(0, 1)  # [C, S, H]: the state before each chunk
+        old_values, returns = batch.values.flatten(), returns.flatten()
+        chunks = sequences[0].shape[1]
+        chunks_per_batch = max(1, cfg.batch_size // L)
 
         # A minibatch as large as the rollout is the rollout itself: no shuffling or gathering,
         # and its advantages are standardised once rather than at every epoch (same result).
-        full_batch = cfg.batch_size >= size
+        full_batch = chunks_per_batch >= chunks
         standardize_each = cfg.normalize_advantage and not full_batch
-        if cfg.normalize_advantage and full_batch and size > 1:
-            advantages = standardize(advantages)
+        if cfg.normalize_advantage and full_batch and advantages.numel() > 1:
+            sequences[4] = standardize(sequences[4])
 
-        data = (obs, actions, old_log_probs, old_values, advantages, returns)
         history = []  # per minibatch: policy, value, entropy losses, approx KL, clip fraction
         params = list(self.net.parameters())
         stopped_early = False
         for _ in range(cfg.n_epochs):
             if full_batch:
-                minibatches = [data]
-            else:  # shuffle once per epoch, then take contiguous slices
-                order = torch.randperm(size, generator=self.generator, device=self.device)
-                minibatches = zip(*(x[order].split(cfg.batch_size) for x in data), strict=True)
-            for mb_obs, mb_actions, mb_old_log_probs, mb_old_values, adv, target in minibatches:
-                log_probs, entropy, values = self.net.evaluate(mb_obs, mb_actions)
+                minibatches = [(sequences, states)]
+            else:  # shuffle the chunks once per epoch, then take contiguous slices
+                order = torch.randperm(chunks, generator=self.generator, device=self.device)
+                minibatches = [
+                    ([x[:, idx] for x in sequences], None if states is None else states[idx])
+                    for idx in order.split(chunks_per_batch)
+                ]
+            for mb, mb_states in minibatches:
+                mb_starts = mb[6] if self.recurrent else None
+                log_probs, entropy, values = self.evaluate_chunks(mb[0], mb[1], mb_states, mb_starts)
+                mb_old_log_probs, mb_old_values, adv, target = (x.flatten() for x in mb[2:6])
                 log_ratio = log_probs - mb_old_log_probs
                 ratio = log_ratio.exp()
                 if standardize_each and adv.numel() > 1:

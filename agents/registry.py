@@ -30,28 +30,29 @@ class AlgorithmSpec:
     def check_action_space(self, space: gym.Space, env_id: str) -> None:
         """Raise ConfigError when this algorithm cannot act in `space`."""
         supported = isinstance(space, self.action_spaces)
-        if isinstance(space, gym.spaces.Box) and len(space.shape) != 1:
+        if isinstance(space, (gym.spaces.Box, gym.spaces.MultiDiscrete)) and len(space.shape) != 1:
             supported = False
         if not supported:
-            names = ", ".join(s.__name__ + (" (1-D)" if s is gym.spaces.Box else "") for s in self.action_spaces)
+            one_d = (gym.spaces.Box, gym.spaces.MultiDiscrete)
+            names = ", ".join(s.__name__ + (" (1-D)" if s in one_d else "") for s in self.action_spaces)
             raise ConfigError(
                 f"{self.name} cannot act in {env_id}'s action space {space}; {self.name} supports {names}"
             )
 
 
+ON_POLICY_ACTIONS = (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.Box)
+
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     spec.name: spec
     for spec in (
-        AlgorithmSpec(
-            "ppo", "Proximal Policy Optimization", PPOConfig, PPO, "on_policy", (gym.spaces.Discrete, gym.spaces.Box)
-        ),
+        AlgorithmSpec("ppo", "Proximal Policy Optimization", PPOConfig, PPO, "on_policy", ON_POLICY_ACTIONS),
         AlgorithmSpec(
             "a2c",
             "Advantage Actor-Critic (synchronous)",
             A2CConfig,
             A2C,
             "on_policy",
-            (gym.spaces.Discrete, gym.spaces.Box),
+            ON_POLICY_ACTIONS,
         ),
         AlgorithmSpec(
             "dqn",

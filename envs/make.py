@@ -8,12 +8,17 @@ from typing import Any
 import gymnasium as gym
 import torch
 
+from envs import memory
+from envs.atari import is_atari, make_atari
 from envs.vector import SnapshotWrapper, TorchVectorEnv
 
-BACKENDS = ("gym", "async", "native")
+memory.register()
+
+BACKENDS = ("gym", "async", "native", "envpool")
 """gym: Gymnasium's SyncVectorEnv (envs stepped in turn in this process);
 async: Gymnasium's AsyncVectorEnv (one worker process per env);
-native: our torch implementation of the env, all envs as one tensor program on the device."""
+native: our torch implementation of the env, all envs as one tensor program on the device;
+envpool: EnvPool's C++ thread pool (Atari and MuJoCo ids; the `envpool` extra)."""
 
 # Namespaces whose envs register themselves when their package is imported.
 _PROVIDERS = {"ALE": "ale_py"}
@@ -56,12 +61,15 @@ def make(
     backend: str = "gym",
     seed: int | None = None,
     device: torch.device | str = "cpu",
+    training: bool = True,
     **env_kwargs: Any,
 ) -> TorchVectorEnv:
     """`num_envs` copies of `env_id` as one batched env returning tensors on `device`.
 
     Any registered Gymnasium id works, including a user's own as `module:EnvName-v0`.
-    `seed` seeds the first `reset()`: env i then starts from seed + i.
+    `seed` seeds the first `reset()`: env i then starts from seed + i. Atari games get the
+    standard preprocessing (`envs.atari`); `training` adds its episodic life and reward
+    clipping, which evaluation envs go without.
     """
     if backend not in BACKENDS:
         raise EnvError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
@@ -69,9 +77,14 @@ def make(
         raise EnvError(f"num_envs must be at least 1, got {num_envs}")
     if backend == "native":
         return _make_native(env_id, num_envs, seed, device, env_kwargs)
+    if backend == "envpool":
+        return _make_envpool(env_id, num_envs, seed, device, training, env_kwargs)
     spec = resolve_env_id(env_id)
+    atari = is_atari(spec)
 
     def make_one(index: int):
+        if atari:
+            return lambda: SnapshotWrapper(make_atari(spec, training, **env_kwargs), index)
         return lambda: SnapshotWrapper(gym.make(spec, **env_kwargs), index)
 
     fns = [make_one(i) for i in range(num_envs)]
@@ -83,7 +96,22 @@ def make(
             vector_env = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
     except gym.error.Error as exc:
         raise EnvError(f"cannot make {env_id!r}: {_first_line(exc)}") from None
-    return TorchVectorEnv(vector_env, device, seed)
+    return TorchVectorEnv(vector_env, device, seed, scores_from_info=atari)
+
+
+def _make_envpool(env_id: str, num_envs: int, seed: int | None, device: torch.device | str, training: bool, kwargs):
+    try:
+        from envs.envpool_env import EnvPoolVectorEnv
+    except ImportError:
+        raise EnvError("--backend envpool needs the package 'envpool'; install it (pip install envpool)") from None
+    try:
+        return EnvPoolVectorEnv(env_id, num_envs, device, seed, training, **kwargs)
+    except ImportError:
+        raise EnvError("--backend envpool needs the package 'envpool'; install it (pip install envpool)") from None
+    except KeyError:
+        raise EnvError(f"EnvPool has no env {env_id!r} (use --backend gym for it)") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise EnvError(f"cannot make {env_id!r} with EnvPool: {_first_line(exc)}") from None
 
 
 def _make_native(env_id: str, num_envs: int, seed: int | None, device: torch.device | str, kwargs: dict):

@@ -3,8 +3,10 @@
 `TorchVectorEnv` wraps Gymnasium's sync or async vector env (same-step autoreset) and
 converts each step's arrays to tensors once, for the whole batch. It keeps terminated and
 truncated apart, hands back the true final observation of every finished episode for
-bootstrapping, tracks episode returns and lengths of the raw rewards, and can save and
-restore the state of its sub-environments so that a resumed run continues exactly.
+bootstrapping, tracks episode returns and lengths of the raw rewards (or takes them from
+the sub-envs' `RecordEpisodeStatistics` where a wrapper below it changes rewards or
+episode ends, as the Atari training wrappers do), and can save and restore the state of
+its sub-environments so that a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -16,17 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-
-def torch_dtype(space: gym.Space) -> torch.dtype:
-    """The tensor dtype used for values of `space`: float32 for float boxes, int64 for
-    discrete values, the box's own dtype otherwise (uint8 images stay uint8)."""
-    if isinstance(space, gym.spaces.Discrete):
-        return torch.int64
-    if isinstance(space, gym.spaces.Box):
-        if np.issubdtype(space.dtype, np.floating):
-            return torch.float32
-        return torch.from_numpy(np.zeros((), dtype=space.dtype)).dtype
-    raise TypeError(f"no tensor dtype for space {space}")
+from envs.spaces import pack_obs, torch_dtype
 
 
 class SnapshotWrapper(gym.Wrapper):
@@ -53,9 +45,18 @@ class TorchVectorEnv(gym.vector.VectorEnv):
                       where an episode ended (bootstrap truncations from it), else obs.
       episode_return  [N] float, the raw return of episodes that ended this step, else 0.
       episode_length  [N] int, their lengths, else 0.
+    With `scores_from_info`, these two come from the sub-envs' RecordEpisodeStatistics
+    (info["episode"]) instead: the true game score and length, which with episodic life
+    arrive only when the game is over, not at every lost life.
     """
 
-    def __init__(self, env: gym.vector.VectorEnv, device: torch.device | str = "cpu", seed: int | None = None):
+    def __init__(
+        self,
+        env: gym.vector.VectorEnv,
+        device: torch.device | str = "cpu",
+        seed: int | None = None,
+        scores_from_info: bool = False,
+    ):
         if env.metadata.get("autoreset_mode") != gym.vector.AutoresetMode.SAME_STEP:
             raise ValueError("TorchVectorEnv needs a vector env with autoreset_mode=SAME_STEP")
         self.env = env
@@ -69,6 +70,7 @@ class TorchVectorEnv(gym.vector.VectorEnv):
         self.render_mode = env.render_mode
         self.spec = env.spec
         self.obs_dtype = torch_dtype(self.single_observation_space)
+        self.scores_from_info = scores_from_info
         self._first_seed = seed
         self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
@@ -76,10 +78,12 @@ class TorchVectorEnv(gym.vector.VectorEnv):
         self._action_low = self._action_high = None
         if isinstance(space, gym.spaces.Box):
             self._action_low, self._action_high = space.low, space.high
-        self._action_offset = int(space.start) if isinstance(space, gym.spaces.Discrete) else 0
+        self._action_offset: np.ndarray | None = None  # Discrete.start: agents act in 0..n-1
+        if isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)) and np.any(space.start):
+            self._action_offset = np.asarray(space.start)
 
-    def _obs(self, obs: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(obs).to(self.device, self.obs_dtype)
+    def _obs(self, obs: Any) -> torch.Tensor:
+        return torch.as_tensor(pack_obs(self.single_observation_space, obs)).to(self.device, self.obs_dtype)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[torch.Tensor, dict]:
         if seed is None:
@@ -95,29 +99,42 @@ class TorchVectorEnv(gym.vector.VectorEnv):
             # Sampled Gaussian actions may leave the bounds; the env gets them clipped (the
             # agent keeps the unclipped ones for its log-probabilities).
             actions = np.clip(actions, self._action_low, self._action_high)
-        elif self._action_offset:
+        elif self._action_offset is not None:
             actions = actions + self._action_offset
         obs, reward, terminated, truncated, info = self.env.step(actions)
 
-        self._episode_return += reward
-        self._episode_length += 1
         done = terminated | truncated
-        episode_return = np.where(done, self._episode_return, 0.0)
-        episode_length = np.where(done, self._episode_length, 0)
-        self._episode_return[done] = 0.0
-        self._episode_length[done] = 0
+        if self.scores_from_info:
+            # with same-step autoreset, the info of the finished episode is the final_info
+            final_info = info.get("final_info", {})
+            ended = final_info.get("_episode", np.zeros(self.num_envs, dtype=bool)) & done
+            episode_return = np.zeros(self.num_envs)
+            episode_length = np.zeros(self.num_envs, dtype=np.int64)
+            if ended.any():
+                episode_return[ended] = final_info["episode"]["r"][ended]
+                episode_length[ended] = final_info["episode"]["l"][ended]
+        else:
+            self._episode_return += reward
+            self._episode_length += 1
+            episode_return = np.where(done, self._episode_return, 0.0)
+            episode_length = np.where(done, self._episode_length, 0)
+            self._episode_return[done] = 0.0
+            self._episode_length[done] = 0
 
-        obs_t = self._obs(obs)
+        space = self.single_observation_space
+        packed = pack_obs(space, obs)
+        obs_t = torch.as_tensor(packed).to(self.device, self.obs_dtype)
         final_obs = obs_t
         if done.any():
-            final = obs.copy()
-            mask = info["_final_obs"]
-            final[mask] = np.stack(info["final_obs"][mask])
-            final_obs = self._obs(final)
+            final = packed.copy()
+            for i in np.flatnonzero(info["_final_obs"]):
+                one = info["final_obs"][i]
+                final[i] = pack_obs(space, {k: [v] for k, v in one.items()} if isinstance(one, dict) else [one])[0]
+            final_obs = torch.as_tensor(final).to(self.device, self.obs_dtype)
         out_info = {
             "final_obs": final_obs,
-            "episode_return": torch.from_numpy(episode_return).to(self.device, torch.float32),
-            "episode_length": torch.from_numpy(episode_length).to(self.device),
+            "episode_return": torch.from_numpy(np.asarray(episode_return)).to(self.device, torch.float32),
+            "episode_length": torch.from_numpy(np.asarray(episode_length, dtype=np.int64)).to(self.device),
         }
         return (
             obs_t,

@@ -1,4 +1,4 @@
-"""The actor-critic module used by on-policy agents (PPO, A2C)."""
+"""The actor-critic modules used by on-policy agents (PPO, A2C): feed-forward and recurrent."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ class PolicyOutput(NamedTuple):
     action: torch.Tensor  # [B, *action_shape]
     log_prob: torch.Tensor  # [B]
     value: torch.Tensor  # [B]
+    state: torch.Tensor | None = None  # [B, S, H] recurrent state after this step (recurrent nets)
 
 
 class ActorCritic(nn.Module):
@@ -51,3 +52,58 @@ class ActorCritic(nn.Module):
         params, value = self(obs)
         log_prob, entropy = self.policy_head.log_prob_entropy(params, actions)
         return log_prob, entropy, value
+
+
+class RecurrentActorCritic(nn.Module):
+    """Encoder, recurrent core (`networks.recurrent`), then a policy and a value head, all
+    shared up to the heads. Every call takes the state before its first step [B, S, H] and
+    the episode starts [L, B] (or [B] for one step), where the state is zeroed."""
+
+    def __init__(self, encoder: nn.Module, core: nn.Module, policy_head: nn.Module, value_head: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.core = core
+        self.policy_head = policy_head
+        self.value_head = value_head
+
+    def initial_state(self, batch: int, device: torch.device | str) -> torch.Tensor:
+        return self.core.initial_state(batch, device)
+
+    def _features(
+        self, obs: torch.Tensor, state: torch.Tensor, starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Core outputs [L*B, H] for observations [L, B, ...], and the state after step L."""
+        L, B = starts.shape
+        x = self.encoder(obs.flatten(0, 1))[0].view(L, B, -1)
+        out, state = self.core(x, state, starts)
+        return out.flatten(0, 1), state
+
+    def act(
+        self,
+        obs: torch.Tensor,
+        state: torch.Tensor,
+        starts: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> PolicyOutput:
+        """One step for observations [B, ...]."""
+        features, state = self._features(obs.unsqueeze(0), state, starts.unsqueeze(0))
+        params, value = self.policy_head(features), self.value_head(features)
+        head = self.policy_head
+        action = head.mode(params) if deterministic else head.sample(params, generator)
+        return PolicyOutput(action, head.log_prob(params, action), value, state)
+
+    def value(self, obs: torch.Tensor, state: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """Values [B] of one step's observations [B, ...]."""
+        features, _ = self._features(obs.unsqueeze(0), state, starts.unsqueeze(0))
+        return self.value_head(features)
+
+    def evaluate(
+        self, obs: torch.Tensor, actions: torch.Tensor, state: torch.Tensor, starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-probabilities, entropies and values [L*B] of sequences: observations
+        [L, B, ...] and actions [L, B, ...] from the state before step 0 [B, S, H]."""
+        features, _ = self._features(obs, state, starts)
+        params = self.policy_head(features)
+        log_prob, entropy = self.policy_head.log_prob_entropy(params, actions.flatten(0, 1))
+        return log_prob, entropy, self.value_head(features)

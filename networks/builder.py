@@ -1,8 +1,11 @@
 """Build networks from Gymnasium spaces: the one place that maps spaces to modules.
 
-New encoders (CNN for images, recurrent cores) plug in at `build_encoder`; new action
-spaces plug in at `build_policy_head`. Off-policy networks (Q-networks, critics, actors)
-are built at the end of the module from the same pieces.
+`build_encoder` picks the encoder: a CNN for image observations (uint8 Box images), an
+MLP for vectors and Discrete values, and for Dict observations one extractor per key
+(a CNN for images, flattening or one-hot for the rest) concatenated into an MLP.
+`build_policy_head` picks the action distribution. A recurrent core (LSTM or GRU) can sit
+between the encoder and the heads. Off-policy networks (Q-networks, critics, actors) are
+built at the end of the module from the same pieces.
 """
 
 from __future__ import annotations
@@ -15,10 +18,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from networks.actor_critic import ActorCritic
-from networks.encoders import ACTIVATIONS, MLPEncoder
-from networks.heads import CategoricalHead, DiagGaussianHead, DuelingHead, QHead, SquashedGaussianHead, ValueHead
+from envs.spaces import dict_layout
+from networks.actor_critic import ActorCritic, RecurrentActorCritic
+from networks.cnn import CNNS, NatureCNN, is_image_space
+from networks.encoders import ACTIVATIONS, MemberStack, MLPEncoder
+from networks.heads import (
+    CategoricalHead,
+    DiagGaussianHead,
+    DuelingHead,
+    MultiCategoricalHead,
+    QHead,
+    SquashedGaussianHead,
+    ValueHead,
+)
 from networks.off_policy import ContinuousCritic, DeterministicActor, QNetwork, SquashedGaussianActor
+from networks.recurrent import RecurrentCore, RecurrentKind
 
 
 class UnsupportedSpaceError(ValueError):
@@ -29,8 +43,10 @@ class UnsupportedSpaceError(ValueError):
 class NetworkConfig:
     """Architecture of the policy and value networks."""
 
+    network: Literal["auto", "mlp", "nature-cnn", "impala-cnn"] = "auto"
+    """Observation encoder: auto picks nature-cnn for image observations and mlp otherwise."""
     hidden_sizes: tuple[int, ...] = (64, 64)
-    """Widths of the hidden layers of each MLP (actor and critic each get their own)."""
+    """Widths of the hidden layers of each MLP (CNN encoders end in their own linear layer instead)."""
     activation: Literal["tanh", "relu", "elu", "gelu"] = "tanh"
     """Activation function between hidden layers."""
     share_encoder: bool = False
@@ -39,17 +55,58 @@ class NetworkConfig:
     """Orthogonal initialisation (gain sqrt(2) hidden, 0.01 policy output, 1 value output)."""
     log_std_init: float = 0.0
     """Initial log standard deviation of Gaussian policies (continuous actions)."""
+    recurrent: RecurrentKind = "none"
+    """Recurrent core between the encoder and the heads: none, lstm or gru (one encoder is then shared)."""
+    recurrent_size: int = 128
+    """Hidden units of the recurrent core."""
 
 
 class OneHot(nn.Module):
-    """Encode Discrete observations [B] as one-hot float vectors [B, n]."""
+    """Encode Discrete observations [B] (or [B, 1]) as one-hot float vectors [B, n]."""
 
     def __init__(self, n: int, start: int = 0):
         super().__init__()
         self.n, self.start = n, start
+        self.out_dim = n
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return nn.functional.one_hot(obs.long().reshape(-1) - self.start, self.n).float()
+
+
+class DictExtractor(nn.Module):
+    """Packed Dict observations [B, D] (see `envs.spaces`) -> concatenated features: a
+    Nature CNN (256 features, as SB3's CombinedExtractor) per image key, one-hot per
+    Discrete key, the flattened values of every other key."""
+
+    def __init__(self, space: gym.spaces.Dict, cfg: NetworkConfig):
+        super().__init__()
+        self.entries = dict_layout(space)
+        self.parts = nn.ModuleList()
+        self.out_dim = 0
+        for entry in self.entries:
+            sub = entry.space
+            if is_image_space(sub):
+                cnn_cls = CNNS.get(cfg.network, NatureCNN)
+                part: nn.Module = cnn_cls(sub.shape, features=256, ortho_init=cfg.ortho_init)
+                dim = part.out_dim
+            elif isinstance(sub, gym.spaces.Discrete):
+                part, dim = OneHot(int(sub.n), int(sub.start)), int(sub.n)
+            else:
+                part, dim = nn.Identity(), entry.end - entry.start
+            self.parts.append(part)
+            self.out_dim += dim
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        features = []
+        for entry, part in zip(self.entries, self.parts, strict=True):
+            x = obs[:, entry.start : entry.end]
+            if isinstance(part, OneHot):
+                features.append(part(x))
+            elif isinstance(part, nn.Identity):
+                features.append(x.float())
+            else:  # an image: back to its own shape and dtype
+                features.append(part(x.reshape(-1, *entry.space.shape).to(torch.uint8)))
+        return torch.cat(features, dim=-1)
 
 
 def observation_dim(space: gym.Space) -> int:
@@ -58,33 +115,58 @@ def observation_dim(space: gym.Space) -> int:
         return int(np.prod(space.shape))
     if isinstance(space, gym.spaces.Discrete):
         return int(space.n)
-    raise UnsupportedSpaceError(f"observation space {space} is not supported (supported: Box, Discrete)")
+    raise UnsupportedSpaceError(f"observation space {space} is not supported (supported: Box, Discrete, Dict)")
 
 
 def build_encoder(space: gym.Space, cfg: NetworkConfig, members: int = 1) -> nn.Module:
-    """An encoder for observations from `space`: [B, *obs_shape] -> [members, B, features],
+    """An encoder for observations from `space`: [B, *obs_shape] -> [members, B, out_dim],
     one trunk per member (e.g. 2: one for the actor, one for the critic)."""
-    encoder = MLPEncoder(observation_dim(space), cfg.hidden_sizes, cfg.activation, cfg.ortho_init, members)
+    mlp_args = (cfg.hidden_sizes, cfg.activation, cfg.ortho_init, members)
+    if isinstance(space, gym.spaces.Dict):
+        try:
+            extractor = DictExtractor(space, cfg)
+        except TypeError as exc:
+            raise UnsupportedSpaceError(str(exc)) from None
+        return MLPEncoder(extractor.out_dim, *mlp_args, extractor=extractor)
+    image = is_image_space(space)
+    kind = cfg.network if cfg.network != "auto" else ("nature-cnn" if image else "mlp")
+    if kind in CNNS:
+        if not image:
+            raise UnsupportedSpaceError(
+                f"--network {kind} needs image observations (a uint8 Box of rank 2 or 3), not {space}"
+            )
+        return MemberStack([CNNS[kind](space.shape, ortho_init=cfg.ortho_init) for _ in range(members)])
     if isinstance(space, gym.spaces.Discrete):
-        return nn.Sequential(OneHot(int(space.n), int(space.start)), encoder)
-    return encoder
+        return MLPEncoder(int(space.n), *mlp_args, extractor=OneHot(int(space.n), int(space.start)))
+    return MLPEncoder(observation_dim(space), *mlp_args)
 
 
 def build_policy_head(space: gym.Space, in_dim: int, cfg: NetworkConfig) -> nn.Module:
     """A distribution head acting in `space`."""
     if isinstance(space, gym.spaces.Discrete):
         return CategoricalHead(in_dim, int(space.n), cfg.ortho_init)
+    if isinstance(space, gym.spaces.MultiDiscrete) and len(space.shape) == 1:
+        return MultiCategoricalHead(in_dim, [int(n) for n in space.nvec], cfg.ortho_init)
     if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
         return DiagGaussianHead(in_dim, space.shape[0], cfg.log_std_init, cfg.ortho_init)
-    raise UnsupportedSpaceError(f"action space {space} is not supported (supported: Discrete, 1-D Box)")
+    raise UnsupportedSpaceError(
+        f"action space {space} is not supported (supported: Discrete, 1-D MultiDiscrete, 1-D Box)"
+    )
 
 
-def build_actor_critic(obs_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig) -> ActorCritic:
-    """An actor-critic for these spaces, initialised from torch's global RNG."""
+def build_actor_critic(
+    obs_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig
+) -> ActorCritic | RecurrentActorCritic:
+    """An actor-critic for these spaces, initialised from torch's global RNG; recurrent
+    when `cfg.recurrent` names a core."""
+    if cfg.recurrent != "none":
+        encoder = build_encoder(obs_space, cfg, members=1)
+        core = RecurrentCore(cfg.recurrent, encoder.out_dim, cfg.recurrent_size)
+        policy_head = build_policy_head(action_space, core.out_dim, cfg)
+        return RecurrentActorCritic(encoder, core, policy_head, ValueHead(core.out_dim, cfg.ortho_init))
     encoder = build_encoder(obs_space, cfg, members=1 if cfg.share_encoder else 2)
-    features = cfg.hidden_sizes[-1]
-    policy_head = build_policy_head(action_space, features, cfg)
-    value_head = ValueHead(features, cfg.ortho_init)
+    policy_head = build_policy_head(action_space, encoder.out_dim, cfg)
+    value_head = ValueHead(encoder.out_dim, cfg.ortho_init)
     return ActorCritic(encoder, policy_head, value_head)
 
 
@@ -113,12 +195,15 @@ def build_q_network(
         raise UnsupportedSpaceError(f"action space {action_space} is not supported (supported: Discrete)")
     n = int(action_space.n)
     if dueling:
+        # an MLP's last hidden layer becomes the streams; a CNN keeps its layers and gets
+        # streams of its feature width
         trunk = NetworkConfig(**{**cfg.__dict__, "hidden_sizes": cfg.hidden_sizes[:-1]})
-        encoder = build_encoder(obs_space, trunk)  # no hidden layers left: the flat observation
-        in_dim = trunk.hidden_sizes[-1] if trunk.hidden_sizes else observation_dim(obs_space)
-        head: nn.Module = DuelingHead(in_dim, n, cfg.hidden_sizes[-1], ACTIVATIONS[cfg.activation])
+        encoder = build_encoder(obs_space, trunk)  # an MLP with no hidden layers: the flat observation
+        width = cfg.hidden_sizes[-1] if isinstance(encoder, MLPEncoder) else encoder.out_dim
+        head: nn.Module = DuelingHead(encoder.out_dim, n, width, ACTIVATIONS[cfg.activation])
         return QNetwork(encoder, head)
-    return QNetwork(build_encoder(obs_space, cfg), QHead(cfg.hidden_sizes[-1], n))
+    encoder = build_encoder(obs_space, cfg)
+    return QNetwork(encoder, QHead(encoder.out_dim, n))
 
 
 def build_critic(
@@ -137,5 +222,5 @@ def build_actor(
     action_dim = _continuous_action_dim(action_space)
     encoder = build_encoder(obs_space, cfg)
     if squashed_gaussian:
-        return SquashedGaussianActor(encoder, SquashedGaussianHead(cfg.hidden_sizes[-1], action_dim))
-    return DeterministicActor(encoder, cfg.hidden_sizes[-1], action_dim)
+        return SquashedGaussianActor(encoder, SquashedGaussianHead(encoder.out_dim, action_dim))
+    return DeterministicActor(encoder, encoder.out_dim, action_dim)

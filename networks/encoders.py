@@ -38,6 +38,7 @@ class EnsembleLinear(nn.Module):
 
 class MLPEncoder(nn.Module):
     """K MLPs of the same shape over the same flattened input: [B, *obs] -> [K, B, out_dim].
+    An optional extractor turns observations into that input (one-hot, Dict keys).
 
     K=1 is one trunk; K=2 gives the actor and the critic a trunk each at the cost of one.
     """
@@ -49,9 +50,11 @@ class MLPEncoder(nn.Module):
         activation: str = "tanh",
         ortho_init: bool = True,
         members: int = 1,
+        extractor: nn.Module | None = None,
     ):
         super().__init__()
         self.members = members
+        self.extractor = extractor  # observations -> flat features (one-hot, Dict keys); none: flatten
         layers: list[nn.Module] = []
         last = in_dim
         for size in hidden_sizes:
@@ -64,5 +67,18 @@ class MLPEncoder(nn.Module):
         self.out_dim = last
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.flatten(start_dim=1).float()
+        x = obs.flatten(start_dim=1).float() if self.extractor is None else self.extractor(obs)
         return self.net(x.expand(self.members, *x.shape))
+
+
+class MemberStack(nn.Module):
+    """K copies of an encoder [B, ...] -> [B, F] (e.g. a CNN each for the actor and the
+    critic), stacked: [K, B, F]."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.out_dim = members[0].out_dim
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(obs) for member in self.members])

@@ -89,6 +89,46 @@ class DiagGaussianHead(nn.Module):
         return self.log_prob(mean, actions), self.entropy(mean)
 
 
+class MultiCategoricalHead(nn.Module):
+    """Independent softmax policies over D discrete components with n_1..n_D choices
+    (MultiDiscrete actions); parameters are the concatenated logits [B, sum n_d], actions
+    [B, D]. Log-probabilities and entropies are sums over the components."""
+
+    def __init__(self, in_dim: int, nvec: list[int], ortho_init: bool = True):
+        super().__init__()
+        self.nvec = list(nvec)
+        self.linear = nn.Linear(in_dim, sum(self.nvec))
+        if ortho_init:
+            orthogonal_init(self.linear, gain=POLICY_GAIN)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features)
+
+    def _log_softmax(self, logits: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.log_softmax(part, dim=-1) for part in logits.split(self.nvec, dim=-1)]
+
+    def sample(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.empty_like(logits).exponential_(generator=generator)
+        perturbed = (logits - noise.log()).split(self.nvec, dim=-1)  # Gumbel-max per component
+        return torch.stack([part.argmax(dim=-1) for part in perturbed], dim=-1)
+
+    def mode(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.stack([part.argmax(dim=-1) for part in logits.split(self.nvec, dim=-1)], dim=-1)
+
+    def log_prob_entropy(self, logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_ps = self._log_softmax(logits)
+        actions = actions.long()
+        log_prob = sum(lp.gather(-1, actions[..., d : d + 1]).squeeze(-1) for d, lp in enumerate(log_ps))
+        entropy = sum(-(lp.exp() * lp).sum(dim=-1) for lp in log_ps)
+        return log_prob, entropy
+
+    def log_prob(self, logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.log_prob_entropy(logits, actions)[0]
+
+    def entropy(self, logits: torch.Tensor) -> torch.Tensor:
+        return sum(-(lp.exp() * lp).sum(dim=-1) for lp in self._log_softmax(logits))
+
+
 class ValueHead(nn.Module):
     """A scalar state value: [B, F] -> [B]."""
 

@@ -235,7 +235,7 @@ def cmd_eval(args: list[str]) -> int:
         train_cfg.device = namespace.device
         train_cfg.validate()
         device = train_cfg.torch_device()
-        probe = envs.make(train_cfg.env_id, 1, "gym", device=device)
+        probe = envs.make(train_cfg.env_id, 1, "gym", device=device, training=False)
         try:
             agent = build_agent(train_cfg, algo_cfg, probe, device)
         finally:

@@ -26,9 +26,10 @@ class TrainConfig:
     """Environment steps to train for, summed over all envs."""
     num_envs: int = 8
     """Parallel environments."""
-    backend: Literal["gym", "async", "native"] = "gym"
-    """Vector env backend: gym (envs stepped in this process), async (one process per env), or
-    native (our torch version of a classic-control env: all envs as tensors on the device)."""
+    backend: Literal["gym", "async", "native", "envpool"] = "gym"
+    """Vector env backend: gym (envs stepped in this process), async (one process per env),
+    native (our torch version of a classic-control env: all envs as tensors on the device), or
+    envpool (EnvPool's C++ threads; Atari and MuJoCo)."""
     seed: int = 0
     """Root seed; every other seed (envs, torch, evaluation) is derived from it."""
     device: str = "auto"

@@ -1,4 +1,5 @@
-"""Evaluation rollouts: run a policy for whole episodes on a fresh env and report raw returns."""
+"""Evaluation rollouts: run a policy for whole episodes on a fresh env and report raw returns
+(for Atari, true game scores: evaluation envs neither clip rewards nor end at a lost life)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def evaluate(
     episodes, so that short episodes do not crowd out long ones (as SB3's evaluate_policy).
     """
     n = num_envs or min(episodes, 8)
-    env = envs.make(env_id, n, "gym", seed=seed, device=agent.device)
+    env = envs.make(env_id, n, "gym", seed=seed, device=agent.device, training=False)
     generator = torch.Generator(agent.device).manual_seed(seed)
     targets = np.array([(episodes + i) // n for i in range(n)])
     counts = np.zeros(n, dtype=np.int64)
@@ -58,12 +59,19 @@ def evaluate(
     lengths: list[int] = []
     try:
         obs, _ = env.reset()
+        state = agent.initial_state(n) if getattr(agent, "recurrent", False) else None
+        starts = torch.ones(n, dtype=torch.bool, device=agent.device)
         for _ in range(max_steps):
             if (counts >= targets).all():
                 break
-            action = agent.predict(obs, deterministic=deterministic, generator=generator)
+            if state is None:
+                action = agent.predict(obs, deterministic=deterministic, generator=generator)
+            else:  # recurrent policies carry their state from step to step
+                out = agent.act(obs, deterministic, generator, state=state, starts=starts)
+                action, state = out.action, out.state
             obs, _, terminated, truncated, info = env.step(action)
-            done = (terminated | truncated).cpu().numpy()
+            starts = terminated | truncated
+            done = starts.cpu().numpy()
             if done.any():
                 ep_return = info["episode_return"].cpu().numpy()
                 ep_length = info["episode_length"].cpu().numpy()

@@ -23,7 +23,7 @@ import gymnasium as gym
 import torch
 
 from agents.advantages import nstep_returns
-from envs import torch_dtype
+from envs import storage_shape, torch_dtype
 
 
 class Transitions(NamedTuple):
@@ -107,7 +107,7 @@ class ReplayBuffer:
         self.rows = max(math.ceil(capacity / num_envs), n_step + 1)
         shape = (self.rows, num_envs)
         # torch.empty: pages of a large buffer are only touched once written
-        self.obs = torch.empty((*shape, *observation_space.shape), dtype=obs_dtype, device=self.device)
+        self.obs = torch.empty((*shape, *storage_shape(observation_space)), dtype=obs_dtype, device=self.device)
         self.next_obs = torch.empty_like(self.obs)
         action_dtype = torch_dtype(action_space)
         self.actions = torch.empty((*shape, *action_space.shape), dtype=action_dtype, device=self.device)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from agents.batch import Rollout
-from envs import TorchVectorEnv, torch_dtype
+from envs import TorchVectorEnv, storage_shape, torch_dtype
 
 
 class EpisodeStats:
@@ -55,9 +55,9 @@ class EpisodeStats:
 class RolloutStorage:
     """Preallocated [T, N, ...] tensors on the training device, overwritten every rollout."""
 
-    def __init__(self, n_steps: int, env: TorchVectorEnv):
+    def __init__(self, n_steps: int, env: TorchVectorEnv, state_shape: tuple[int, ...] | None = None):
         T, N, device = n_steps, env.num_envs, env.device
-        obs_shape = env.single_observation_space.shape
+        obs_shape = storage_shape(env.single_observation_space)  # images stay uint8
         action_shape = env.single_action_space.shape
         self.obs = torch.zeros((T, N, *obs_shape), dtype=env.obs_dtype, device=device)
         self.actions = torch.zeros((T, N, *action_shape), dtype=torch_dtype(env.single_action_space), device=device)
@@ -70,6 +70,10 @@ class RolloutStorage:
         self.final_obs = torch.zeros((T, N, *obs_shape), dtype=env.obs_dtype, device=device)
         self.episode_returns = torch.zeros((T, N), device=device)  # raw return of episodes ending here, else 0
         self.episode_lengths = torch.zeros((T, N), dtype=torch.int64, device=device)  # their lengths, else 0
+        self.states = self.starts = None
+        if state_shape is not None:  # recurrent policies: the state before each step, and episode starts
+            self.states = torch.zeros((T, N, *state_shape), device=device)
+            self.starts = torch.zeros((T, N), dtype=torch.bool, device=device)
 
 
 class OnPolicyCollector:
@@ -82,7 +86,9 @@ class OnPolicyCollector:
 
     def __init__(self, env: TorchVectorEnv, agent: Any, n_steps: int):
         self.env, self.agent, self.n_steps = env, agent, n_steps
-        self.storage = RolloutStorage(n_steps, env)
+        self.state = agent.initial_state(env.num_envs)  # recurrent policies: [N, S, H]; else none
+        self.starts = torch.ones(env.num_envs, dtype=torch.bool, device=env.device)
+        self.storage = RolloutStorage(n_steps, env, None if self.state is None else tuple(self.state.shape[1:]))
         self.obs: torch.Tensor | None = None  # [N, *obs_shape]
         self.episodes = EpisodeStats(env.device)
         self.env_seconds = 0.0
@@ -90,6 +96,7 @@ class OnPolicyCollector:
 
     def reset(self, seed: int | None) -> None:
         self.obs, _ = self.env.reset(seed=seed)
+        self.starts.fill_(True)
 
     def collect(self) -> Rollout:
         """Run n_steps steps in every env and return them as a `Rollout` (views of the storage).
@@ -100,12 +107,18 @@ class OnPolicyCollector:
         s, env, agent = self.storage, self.env, self.agent
         clock = time.perf_counter
         env_seconds = inference_seconds = 0.0
+        recurrent = self.state is not None
         for t in range(self.n_steps):
             t0 = clock()
-            policy = agent.act(self.obs)
+            policy = agent.act(self.obs, state=self.state, starts=self.starts)
             t1 = clock()
             next_obs, reward, terminated, truncated, info = env.step(policy.action)
             t2 = clock()
+            if recurrent:
+                s.states[t] = self.state
+                s.starts[t] = self.starts
+                self.state = policy.state
+            self.starts = terminated | truncated
             s.obs[t] = self.obs
             s.actions[t] = policy.action
             s.log_probs[t] = policy.log_prob
@@ -124,23 +137,42 @@ class OnPolicyCollector:
         # V(s') of each step: the next step's value, except where a time limit cut the episode:
         # that is not a terminal state, so bootstrap from the state it stopped in. One batched
         # forward over all final observations costs less than a check for truncation per step.
-        last_value = agent.value(self.obs)
+        last_value = agent.value(self.obs, self.state, self.starts)
         next_values = torch.cat([s.values[1:], last_value.unsqueeze(0)])
-        final_values = agent.value(s.final_obs.flatten(0, 1)).view_as(next_values)
+        if recurrent:  # from the state each step left behind: the stored input of the next step
+            after = torch.cat([s.states[1:], self.state.unsqueeze(0)]).flatten(0, 1)
+            no_reset = torch.zeros(after.shape[0], dtype=torch.bool, device=after.device)
+            final_values = agent.value(s.final_obs.flatten(0, 1), after, no_reset).view_as(next_values)
+        else:
+            final_values = agent.value(s.final_obs.flatten(0, 1)).view_as(next_values)
         next_values = torch.where(s.truncated, final_values, next_values)
         self.inference_seconds += inference_seconds + clock() - t0
         self.env_seconds += env_seconds
         self.episodes.add(s.episode_returns, s.episode_lengths)
-        return Rollout(s.obs, s.actions, s.log_probs, s.values, s.rewards, s.terminated, s.truncated, next_values)
+        return Rollout(
+            s.obs,
+            s.actions,
+            s.log_probs,
+            s.values,
+            s.rewards,
+            s.terminated,
+            s.truncated,
+            next_values,
+            s.states,
+            s.starts,
+        )
 
     def pop_episode_stats(self) -> dict[str, torch.Tensor]:
         return self.episodes.pop()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"obs": self.obs, **self.episodes.state_dict()}
+        return {"obs": self.obs, "policy_state": self.state, "starts": self.starts, **self.episodes.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.obs = state["obs"].to(self.env.device)
+        if self.state is not None:
+            self.state = state["policy_state"].to(self.env.device)
+        self.starts = state["starts"].to(self.env.device)
         self.episodes.load_state_dict(state)
 
 

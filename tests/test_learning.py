@@ -83,3 +83,16 @@ def test_pendulum_swings_up_within_20k_steps(tmp_path, algo):
     agent = train_preset(tmp_path, algo, "Pendulum-v1", seed=0)
     result = evaluate(agent, "Pendulum-v1", episodes=10, seed=1234)
     assert result.mean_return >= -200, result.returns
+
+
+def test_recurrent_ppo_remembers_what_an_mlp_cannot_see(tmp_path):
+    # CartPole without velocities (envs/memory.py), the ppo_lstm zoo preset, 100k steps. Seed 0
+    # measured: LSTM 500.0, the same preset without the LSTM 43.7 (20 episodes each).
+    lstm = train_preset(tmp_path, "ppo", "CartPoleNoVel-v1", seed=0)
+    assert lstm.recurrent
+    memory = evaluate(lstm, "CartPoleNoVel-v1", episodes=20, seed=1234)
+    assert memory.mean_return >= 400, memory.returns
+    mlp = train_preset(tmp_path / "control", "ppo", "CartPoleNoVel-v1", seed=0, recurrent="none")
+    assert not mlp.recurrent
+    control = evaluate(mlp, "CartPoleNoVel-v1", episodes=20, seed=1234)
+    assert control.mean_return <= 150, control.returns

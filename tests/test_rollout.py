@@ -10,11 +10,14 @@ from runners.rollout import OnPolicyCollector
 class SumValueAgent:
     """Always takes action 0; its value of an observation is the sum of its entries."""
 
-    def act(self, obs, deterministic=False, generator=None):
+    def initial_state(self, num_envs):
+        return None  # feed-forward
+
+    def act(self, obs, deterministic=False, generator=None, state=None, starts=None):
         n = obs.shape[0]
         return PolicyOutput(torch.zeros(n, dtype=torch.int64), torch.zeros(n), obs.sum(-1))
 
-    def value(self, obs):
+    def value(self, obs, state=None, starts=None):
         return obs.sum(-1)
 
 

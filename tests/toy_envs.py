@@ -39,5 +39,96 @@ class CountdownEnv(gym.Env):
         return np.array([float(self.t)], np.float32), 1.0, self.t >= self.length, False, {}
 
 
+class DictTargetEnv(gym.Env):
+    """Dict observations: a noise image, a position vector and a Discrete target; reward 1
+    when the action equals the target, 8 steps per episode (best return 8, random 2)."""
+
+    observation_space = gym.spaces.Dict(
+        {
+            "image": gym.spaces.Box(0, 255, (36, 36, 1), np.uint8),
+            "position": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+            "target": gym.spaces.Discrete(4),
+        }
+    )
+    action_space = gym.spaces.Discrete(4)
+
+    def _obs(self):
+        self.target = int(self.np_random.integers(4))
+        return {
+            "image": self.np_random.integers(0, 256, (36, 36, 1), dtype=np.uint8),
+            "position": self.np_random.uniform(-1, 1, 2).astype(np.float32),
+            "target": self.target,
+        }
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = float(int(action) == self.target)
+        self.t += 1
+        return self._obs(), reward, self.t >= 8, False, {}
+
+
+class MultiDiscreteTargetEnv(gym.Env):
+    """Observation: one-hot codes of two targets (3 and 2 choices); MultiDiscrete([3, 2])
+    actions earn 0.5 per matched component; 8 steps per episode (best return 8)."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (5,), np.float32)
+    action_space = gym.spaces.MultiDiscrete([3, 2])
+
+    def _obs(self):
+        self.target = (int(self.np_random.integers(3)), int(self.np_random.integers(2)))
+        obs = np.zeros(5, np.float32)
+        obs[self.target[0]] = 1.0
+        obs[3 + self.target[1]] = 1.0
+        return obs
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = 0.5 * (int(action[0]) == self.target[0]) + 0.5 * (int(action[1]) == self.target[1])
+        self.t += 1
+        return self._obs(), reward, self.t >= 8, False, {}
+
+
+class _Lives:
+    def __init__(self, env):
+        self.env = env
+
+    def lives(self):
+        return self.env.lives
+
+
+class FakeAtariEnv(gym.Env):
+    """Stands in for an ALE game below the Atari wrappers: 3 lives, one lost every 5 steps;
+    each step scores 7 points (more than a clipped reward)."""
+
+    observation_space = gym.spaces.Box(0, 255, (4,), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self):
+        self.ale = _Lives(self)
+        self.lives = 3
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.lives, self.t = 3, 0
+        return np.zeros(4, np.uint8), {}
+
+    def step(self, action):
+        self.t += 1
+        if self.t % 5 == 0:
+            self.lives -= 1
+        return np.full(4, self.t, np.uint8), 7.0, self.lives == 0, False, {}
+
+
 gym.register("MultiBinaryAction-v0", entry_point=MultiBinaryActionEnv)
 gym.register("Countdown-v0", entry_point=CountdownEnv, max_episode_steps=100)
+gym.register("DictTarget-v0", entry_point=DictTargetEnv)
+gym.register("MultiDiscreteTarget-v0", entry_point=MultiDiscreteTargetEnv)

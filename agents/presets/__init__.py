@@ -3,7 +3,9 @@
 Each file maps a preset name to flat option values (any `drl train` option: run options
 such as num_envs and total_steps, algorithm options such as n_steps). The preset named
 after the env id is the default for that env, and `ENV_ID@BACKEND` the default when that
-backend is chosen (e.g. CartPole-v1@native for --backend native); `--preset NAME` picks
+backend is chosen (e.g. CartPole-v1@native for --backend native). A name with `*` is a
+pattern for a family of envs (`ALE/*-v5`: every Atari game), used when no entry names
+the env itself. `--preset NAME` picks
 another entry of the algorithm's file and `--preset FILE.yaml` a file of your own holding
 one flat mapping.
 Every entry says where its numbers come from.
@@ -11,6 +13,7 @@ Every entry says where its numbers come from.
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +43,12 @@ def load_preset(
 ) -> tuple[str | None, dict[str, Any]]:
     """The preset's name and values: `preset` as a name or a YAML path, or by default the
     entry named `ENV_ID@BACKEND` (e.g. CartPole-v1@native) when `backend` is given and has
-    one, else the entry named `env_id`, else no preset (the config defaults)."""
+    one, else the entry named `env_id`, else the first pattern entry matching `env_id`,
+    else no preset (the config defaults)."""
     shipped = available_presets(algo)
     if preset is None:
-        for name in (f"{env_id}@{backend}" if backend else None, env_id):
+        patterns = [name for name in shipped if "*" in name and "@" not in name and fnmatchcase(env_id, name)]
+        for name in (f"{env_id}@{backend}" if backend else None, env_id, *patterns):
             if name in shipped:
                 return name, dict(shipped[name])
         return None, {}

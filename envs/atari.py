@@ -1,0 +1,92 @@
+"""Atari 2600 games through Gymnasium and ale-py, with the standard preprocessing.
+
+As in the DQN papers, Stable-Baselines3's AtariWrapper and CleanRL: up to 30 no-op
+actions after a reset, 4 frames per action with the last two max-pooled, 84x84
+grayscale frames, FIRE pressed after a reset in games that need it, and a stack of the
+last 4 frames, so observations are uint8 [4, 84, 84]. Training envs also end an episode
+at every lost life (the game itself continues) and clip rewards to their sign; evaluation
+envs do neither. Either way the game score and length are recorded before those two
+wrappers, so logs and evaluations report true game scores.
+
+The `ALE/Name-v5` ids keep their sticky actions (repeat_action_probability 0.25, Machado
+et al. 2018); `NameNoFrameskip-v4` ids have none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+FRAME_STACK = 4
+
+
+def is_atari(spec: gym.envs.registration.EnvSpec) -> bool:
+    """Whether `spec` is an ale-py Atari game."""
+    entry = spec.entry_point if isinstance(spec.entry_point, str) else getattr(spec.entry_point, "__module__", "")
+    return spec.namespace == "ALE" or str(entry).startswith("ale_py")
+
+
+class EpisodicLife(gym.Wrapper):
+    """End the episode (terminated) when a life is lost; the next reset() continues the same
+    game with a no-op step, and only a real game over resets the game."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.lives = 0
+        self.game_over = True
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.game_over = terminated or truncated
+        lives = self.env.unwrapped.ale.lives()
+        if 0 < lives < self.lives:
+            terminated = True
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, **kwargs: Any):
+        if self.game_over:
+            obs, info = self.env.reset(**kwargs)
+        else:
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:  # the no-op ended the game: start a new one
+                obs, info = self.env.reset(**kwargs)
+        self.game_over = False
+        self.lives = self.env.unwrapped.ale.lives()
+        return obs, info
+
+
+class FireReset(gym.Wrapper):
+    """Press FIRE (then UP) after a reset, for games that wait for it to start."""
+
+    def reset(self, **kwargs: Any):
+        self.env.reset(**kwargs)
+        for action in (1, 2):
+            obs, _, terminated, truncated, info = self.env.step(action)
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        return obs, info
+
+
+class ClipRewardSign(gym.RewardWrapper):
+    """Rewards become their sign: -1, 0 or 1."""
+
+    def reward(self, reward: float) -> float:
+        return float(np.sign(reward))
+
+
+def make_atari(spec: gym.envs.registration.EnvSpec, training: bool, **kwargs: Any) -> gym.Env:
+    """One preprocessed Atari env (see the module docstring); `training` adds episodic life
+    and reward clipping."""
+    env = gym.make(spec, frameskip=1, **kwargs)
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
+    env = gym.wrappers.RecordEpisodeStatistics(env)  # true game scores, in agent steps
+    if training:
+        env = EpisodicLife(env)
+    if "FIRE" in env.unwrapped.get_action_meanings():
+        env = FireReset(env)
+    if training:
+        env = ClipRewardSign(env)
+    return gym.wrappers.FrameStackObservation(env, FRAME_STACK)
