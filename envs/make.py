@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 import gymnasium as gym
@@ -62,6 +63,8 @@ def make(
     seed: int | None = None,
     device: torch.device | str = "cpu",
     training: bool = True,
+    video_dir: str | None = None,
+    video_prefix: str = "episode",
     **env_kwargs: Any,
 ) -> TorchVectorEnv:
     """`num_envs` copies of `env_id` as one batched env returning tensors on `device`.
@@ -69,12 +72,16 @@ def make(
     Any registered Gymnasium id works, including a user's own as `module:EnvName-v0`.
     `seed` seeds the first `reset()`: env i then starts from seed + i. Atari games get the
     standard preprocessing (`envs.atari`); `training` adds its episodic life and reward
-    clipping, which evaluation envs go without.
+    clipping, which evaluation envs go without. With `video_dir`, env 0 renders rgb_array
+    frames and Gymnasium's RecordVideo writes its first episode there as
+    `{video_prefix}-episode-0.mp4` (gym and async backends).
     """
     if backend not in BACKENDS:
         raise EnvError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if num_envs < 1:
         raise EnvError(f"num_envs must be at least 1, got {num_envs}")
+    if video_dir is not None and backend not in ("gym", "async"):
+        raise EnvError(f"videos are recorded with the gym or async backend, not {backend}")
     if backend == "native":
         return _make_native(env_id, num_envs, seed, device, env_kwargs)
     if backend == "envpool":
@@ -82,10 +89,21 @@ def make(
     spec = resolve_env_id(env_id)
     atari = is_atari(spec)
 
+    if video_dir is not None:  # pygame renders off-screen: no display or audio device needed
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
     def make_one(index: int):
-        if atari:
-            return lambda: SnapshotWrapper(make_atari(spec, training, **env_kwargs), index)
-        return lambda: SnapshotWrapper(gym.make(spec, **env_kwargs), index)
+        def thunk() -> gym.Env:
+            kwargs = {**env_kwargs, "render_mode": "rgb_array"} if video_dir and index == 0 else env_kwargs
+            env = make_atari(spec, training, **kwargs) if atari else gym.make(spec, **kwargs)
+            if video_dir and index == 0:
+                env = gym.wrappers.RecordVideo(
+                    env, str(video_dir), episode_trigger=lambda episode: episode == 0, name_prefix=video_prefix
+                )
+            return SnapshotWrapper(env, index)
+
+        return thunk
 
     fns = [make_one(i) for i in range(num_envs)]
     mode = gym.vector.AutoresetMode.SAME_STEP

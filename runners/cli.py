@@ -3,6 +3,9 @@
     drl train ALGO ENV_ID [--total-steps N] [--num-envs N] [--seed S] [--preset NAME|FILE] [--<option> V ...]
     drl train --resume RUN_DIR [--total-steps N]
     drl eval RUN_DIR_OR_CHECKPOINT [--episodes N] [--stochastic] [--seed S] [--json]
+    drl runs [DIR ...] [--json]
+    drl plot RUN_DIR ... [--x steps|time] [--metric KEY] [--out FILE.png|.svg]
+    drl dashboard [DIR] [--port P]
 
 Mistakes in the input (an unknown algorithm or env, a value that cannot work, a missing
 or corrupt checkpoint) end with one line on stderr naming the problem and exit code 2.
@@ -47,6 +50,9 @@ commands:
   train ALGO ENV_ID [options]   train an agent (`drl train ALGO ENV_ID --help` lists every option)
   train --resume RUN_DIR        continue a run from its last checkpoint
   eval RUN_DIR_OR_CHECKPOINT    play whole episodes with a trained agent and report returns
+  runs [DIR ...]                a table of the runs under DIR (default: runs)
+  plot RUN_DIR ...              learning curves: mean and 95% bootstrap band across seeds
+  dashboard [DIR]               TensorBoard on the runs under DIR (default: runs)
 
 algorithms:
 {_algorithms()}
@@ -63,7 +69,13 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"drl {version('drl')}")
         return 0
-    commands: dict[str, Callable[[list[str]], int]] = {"train": cmd_train, "eval": cmd_eval}
+    commands: dict[str, Callable[[list[str]], int]] = {
+        "train": cmd_train,
+        "eval": cmd_eval,
+        "runs": cmd_runs,
+        "plot": cmd_plot,
+        "dashboard": cmd_dashboard,
+    }
     command = commands.get(argv[0])
     if command is None:
         print(f"drl: error: unknown command {argv[0]!r}; choose one of: {', '.join(commands)}", file=sys.stderr)
@@ -227,7 +239,17 @@ def cmd_eval(args: list[str]) -> int:
     parser.add_argument("--num-envs", type=_int_at_least(1), default=None, help="parallel eval envs (default: up to 8)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--video",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="FILE.mp4",
+        help="record the first episode of eval env 0 as an MP4 (default file: RUN_DIR/videos/eval_step_N.mp4)",
+    )
     namespace = parser.parse_args(args)
+    if namespace.video and not namespace.video.endswith(".mp4"):
+        raise ConfigError(f"--video {namespace.video} must end in .mp4")
 
     payload = load_checkpoint(namespace.path)
     try:
@@ -247,7 +269,14 @@ def cmd_eval(args: list[str]) -> int:
 
     seed = derive_seeds(train_cfg.seed).eval if namespace.seed is None else namespace.seed
     deterministic = not namespace.stochastic
-    result = evaluate(agent, train_cfg.env_id, namespace.episodes, seed, deterministic, namespace.num_envs)
+    video = None
+    if namespace.video is not None:
+        checkpoint = Path(payload["path"])
+        run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+        video = (
+            Path(namespace.video) if namespace.video else run_dir / "videos" / f"eval_step_{payload['global_step']}.mp4"
+        )
+    result = evaluate(agent, train_cfg.env_id, namespace.episodes, seed, deterministic, namespace.num_envs, video=video)
     report = {
         "mean_return": result.mean_return,
         "std_return": result.std_return,
@@ -261,6 +290,8 @@ def cmd_eval(args: list[str]) -> int:
         "deterministic": deterministic,
         "seed": seed,
     }
+    if video is not None:
+        report["video"] = str(video)
     if namespace.json:
         print(json.dumps(report))
     else:
@@ -268,6 +299,7 @@ def cmd_eval(args: list[str]) -> int:
             f"{train_cfg.algo} on {train_cfg.env_id} at step {report['global_step']}: mean return "
             f"{result.mean_return:.2f} +- {result.std_return:.2f} over {len(result.returns)} episodes "
             f"({'deterministic' if deterministic else 'stochastic'} policy, seed {seed})"
+            + (f"; video {video}" if video is not None else "")
         )
     return 0
 
@@ -287,3 +319,56 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ------------------------------------------------------------------- runs, plot, dashboard
+def cmd_runs(args: list[str]) -> int:
+    from runners.reports import find_runs, format_table, summarize, to_json
+
+    parser = ArgumentParser(prog="drl runs", description="A table of training runs.")
+    parser.add_argument("dirs", nargs="*", type=Path, default=[Path("runs")], help="run directories or their parents")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    namespace = parser.parse_args(args)
+    summaries = [summarize(run) for run in find_runs(namespace.dirs)]
+    if not summaries:
+        raise ConfigError(f"no run directory (with a run.json) under {', '.join(map(str, namespace.dirs))}")
+    print(to_json(summaries) if namespace.json else format_table(summaries))
+    return 0
+
+
+def cmd_plot(args: list[str]) -> int:
+    from runners.reports import EVAL_KEY, find_runs, plot_runs
+
+    parser = ArgumentParser(prog="drl plot", description="Learning curves of runs grouped by algorithm and env.")
+    parser.add_argument("dirs", nargs="+", type=Path, help="run directories or their parents")
+    parser.add_argument("--x", choices=("steps", "time"), default="steps", help="x-axis: env steps or seconds")
+    parser.add_argument("--metric", default=EVAL_KEY, help=f"the metric to plot (default: {EVAL_KEY})")
+    parser.add_argument("--out", type=Path, default=Path("curves.png"), help="output file, .png or .svg")
+    namespace = parser.parse_args(args)
+    if namespace.out.suffix.lower() not in (".png", ".svg"):
+        raise ConfigError(f"--out {namespace.out} must end in .png or .svg")
+    runs = find_runs(namespace.dirs)
+    if not runs:
+        raise ConfigError(f"no run directory (with a run.json) under {', '.join(map(str, namespace.dirs))}")
+    counts = plot_runs(runs, namespace.out, namespace.x, namespace.metric)
+    groups = ", ".join(f"{label}: {n}" for label, n in counts.items())
+    print(f"wrote {namespace.out} ({groups})")
+    return 0
+
+
+def cmd_dashboard(args: list[str]) -> int:
+    import os
+    import shutil
+
+    parser = ArgumentParser(prog="drl dashboard", description="TensorBoard on a runs directory.")
+    parser.add_argument("dir", nargs="?", type=Path, default=Path("runs"), help="runs directory (default: runs)")
+    parser.add_argument("--port", type=int, default=6006, help="port to serve on (default: 6006)")
+    parser.add_argument("--host", default="localhost", help="interface to serve on (default: localhost)")
+    namespace = parser.parse_args(args)
+    if not namespace.dir.is_dir():
+        raise ConfigError(f"runs directory {namespace.dir} does not exist")
+    tensorboard = shutil.which("tensorboard")
+    command = [tensorboard] if tensorboard else [sys.executable, "-m", "tensorboard.main"]
+    command += ["--logdir", str(namespace.dir), "--port", str(namespace.port), "--host", namespace.host]
+    print(f"drl: TensorBoard on {namespace.dir} at http://{namespace.host}:{namespace.port}/", flush=True)
+    os.execv(command[0], command)  # this process becomes TensorBoard: signals reach it directly

@@ -71,6 +71,13 @@ class TrainConfig:
     """Weights & Biases entity (user or team); none: your default."""
     wandb_group: str | None = None
     """Weights & Biases group, e.g. to gather the seeds of one experiment."""
+    wandb_tags: tuple[str, ...] = ()
+    """Weights & Biases tags of the run."""
+    wandb_save_model: bool = False
+    """Upload the final checkpoint to Weights & Biases as a model artifact."""
+    eval_video_every: int = 0
+    """Record one evaluation episode as an MP4 in RUN_DIR/videos (and TensorBoard, wandb) every
+    this many env steps and at the end (0: never); the env must render rgb_array frames."""
 
     def validate(self) -> None:
         require_positive(self, "total_steps", "num_envs", "log_every")
@@ -80,7 +87,9 @@ class TrainConfig:
             "used with --solved-threshold",
             self.stop_when_solved,
         )
-        require_non_negative(self, "seed", "eval_every", "eval_episodes", "checkpoint_every", "torch_threads")
+        require_non_negative(
+            self, "seed", "eval_every", "eval_episodes", "checkpoint_every", "torch_threads", "eval_video_every"
+        )
         require(self.device == "auto" or _is_device(self.device), "device", "auto, cpu, cuda or cuda:N", self.device)
         for name in self.loggers():
             require(name in LOGGERS, "logger", "a comma-separated list of " + ", ".join(LOGGERS), self.logger)

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import shutil
 import statistics
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,14 +47,20 @@ def evaluate(
     deterministic: bool = True,
     num_envs: int | None = None,
     max_steps: int = 1_000_000,
+    video: Path | None = None,
 ) -> EvalResult:
     """Play `episodes` whole episodes of `env_id` with `agent` on new envs seeded from `seed`.
 
     The agent's normaliser statistics are not updated. Envs are given equal shares of the
     episodes, so that short episodes do not crowd out long ones (as SB3's evaluate_policy).
+    With `video` (a path ending in .mp4), env 0's first episode is recorded there.
     """
     n = num_envs or min(episodes, 8)
-    env = envs.make(env_id, n, "gym", seed=seed, device=agent.device, training=False)
+    recording = {}
+    if video is not None:  # RecordVideo writes into a folder of its own; the file is moved to `video`
+        video, staging = Path(video), tempfile.TemporaryDirectory(prefix="drl-video-")
+        recording = {"video_dir": staging.name, "video_prefix": "eval"}
+    env = envs.make(env_id, n, "gym", seed=seed, device=agent.device, training=False, **recording)
     generator = torch.Generator(agent.device).manual_seed(seed)
     targets = np.array([(episodes + i) // n for i in range(n)])
     counts = np.zeros(n, dtype=np.int64)
@@ -80,7 +89,13 @@ def evaluate(
                     lengths.append(int(ep_length[i]))
                     counts[i] += 1
     finally:
-        env.close()
+        env.close()  # RecordVideo writes the file here
+    if video is not None:
+        written = Path(staging.name) / "eval-episode-0.mp4"
+        if written.exists():
+            video.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(written, video)
+        staging.cleanup()
     if not returns:
         raise envs.EnvError(
             f"no episode of {env_id} ended within {max_steps} steps; give the env a time limit (max_episode_steps)"

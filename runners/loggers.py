@@ -1,6 +1,7 @@
 """Metric sinks: metrics.jsonl and TensorBoard always, Weights & Biases on request.
 
-Every sink gets the same metric names with env steps as the x-axis. On resume, the JSONL
+Every sink gets the same metric names with env steps as the x-axis. Evaluation videos go
+to TensorBoard (as animated GIFs: TensorBoard has no video player) and to wandb (as MP4). On resume, the JSONL
 and TensorBoard sinks drop what the stopped run logged after its checkpoint, so they read
 as one uninterrupted run; wandb cannot rewrite history, so a wandb run keeps those steps
 and the resumed run logs them again.
@@ -66,6 +67,30 @@ class TensorBoardSink:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, step)
+
+    def log_video(self, step: int, tag: str, path: Path) -> None:
+        """The MP4 at `path` as an animated GIF image summary, at most 320 pixels wide.
+        (torch's add_video needs moviepy 1.x, whose API moviepy 2 removed.)"""
+        import io
+
+        import imageio.v3 as iio
+        from PIL import Image
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        fps = iio.immeta(path).get("fps") or 30
+        frames = [Image.fromarray(frame) for frame in iio.imiter(path)]
+        if not frames:
+            return
+        scale = min(1.0, 320 / frames[0].width)
+        size = (round(frames[0].width * scale), round(frames[0].height * scale))
+        frames = [frame.resize(size) for frame in frames]
+        buffer = io.BytesIO()
+        frames[0].save(
+            buffer, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0
+        )
+        image = Summary.Image(height=size[1], width=size[0], colorspace=3, encoded_image_string=buffer.getvalue())
+        self.writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
@@ -135,6 +160,19 @@ class WandbSink:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.run.log({**metrics, "global_step": step})
 
+    def log_video(self, step: int, tag: str, path: Path) -> None:
+        import wandb
+
+        self.run.log({tag: wandb.Video(str(path), format="mp4"), "global_step": step})
+
+    def save_model(self, path: Path) -> None:
+        """The checkpoint at `path` as a model artifact of this run."""
+        import wandb
+
+        artifact = wandb.Artifact(f"model-{self.run.id}", type="model", metadata={"checkpoint": Path(path).name})
+        artifact.add_file(str(path))
+        self.run.log_artifact(artifact)
+
     def close(self) -> None:
         self.run.finish()
 
@@ -148,6 +186,16 @@ class MetricLogger:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         for sink in self.sinks:
             sink.log(step, metrics)
+
+    def log_video(self, step: int, tag: str, path: Path) -> None:
+        for sink in self.sinks:
+            if hasattr(sink, "log_video"):
+                sink.log_video(step, tag, path)
+
+    def save_model(self, path: Path) -> None:
+        for sink in self.sinks:
+            if hasattr(sink, "save_model"):
+                sink.save_model(path)
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -5,6 +5,7 @@ RUN_DIR/run.json          status (running, finished, interrupted, crashed), last
 RUN_DIR/metrics.jsonl     one JSON object per log event, "step" = env steps
 RUN_DIR/tensorboard/      TensorBoard events with the same metric names
 RUN_DIR/checkpoints/      step_<env steps>.pt, one file per checkpoint
+RUN_DIR/videos/           eval_step_<env steps>.mp4, evaluation episodes (--eval-video-every)
 RUN_DIR/wandb/            wandb's files, when --logger wandb
 """
 

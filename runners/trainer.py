@@ -7,13 +7,16 @@ agent, the envs' own state, the pending observation, the counters and the RNG st
 
 from __future__ import annotations
 
+import os
 import pickle
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import torch
 
 import envs
@@ -117,7 +120,14 @@ class Trainer:
         run_dir = Path(run_dir)
         write_config(run_dir, run_config(cfg, self.algo_cfg))  # on resume: with any new total_steps
         update_status(
-            run_dir, status="running", algo=cfg.algo, env_id=cfg.env_id, seed=cfg.seed, total_steps=cfg.total_steps
+            run_dir,
+            status="running",
+            algo=cfg.algo,
+            env_id=cfg.env_id,
+            seed=cfg.seed,
+            total_steps=cfg.total_steps,
+            pid=os.getpid(),  # lets `drl runs` tell a run killed without a word from a running one
+            host=socket.gethostname(),
         )
         precision = cpu_matmul_precision()
         if cfg.fast_matmul and self.device.type == "cpu":
@@ -140,6 +150,8 @@ class Trainer:
                     final_eval = self._evaluate(logger, start)
                     if cfg.stop_when_solved and self.solved is not None:
                         status, last = "solved", True
+                if cfg.eval_video_every and (last or crossed(before, self.global_step, cfg.eval_video_every)):
+                    self._record_video(run_dir, logger)
                 if crossed(before, self.global_step, cfg.log_every) or last:
                     metrics = host_values({**metrics, **self.loop.pop_episode_stats()})
                     if metrics["charts/episodes"] == 0:
@@ -152,6 +164,8 @@ class Trainer:
                     last_log_time, last_log_step = now, self.global_step
                 if last or crossed(before, self.global_step, cfg.checkpoint_every):
                     path = self._save(run_dir, start)
+                if last and cfg.wandb_save_model:
+                    logger.save_model(path)
                 if status == "solved":
                     break
                 if not last and should_stop():
@@ -195,11 +209,33 @@ class Trainer:
         logger.log(self.global_step, metrics)
         return result
 
+    def _record_video(self, run_dir: Path, logger: MetricLogger) -> None:
+        """One deterministic evaluation episode as RUN_DIR/videos/eval_step_N.mp4, also sent to
+        TensorBoard and wandb; its time counts as evaluation time."""
+        t0 = time.perf_counter()
+        path = run_dir / "videos" / f"eval_step_{self.global_step}.mp4"
+        try:
+            evaluate(self.agent, self.cfg.env_id, 1, self.seeds.eval, num_envs=1, video=path)
+        except (envs.EnvError, ValueError, gym.error.Error) as exc:
+            warn(f"no video of {self.cfg.env_id}: {' '.join(str(exc).split())[:200]}; recording stops")
+            self.cfg.eval_video_every = 0
+            return
+        if path.exists():
+            logger.log_video(self.global_step, "eval/video", path)
+        else:
+            warn(f"{self.cfg.env_id} recorded no video (does it render rgb_array frames?)")
+        self.eval_seconds += time.perf_counter() - t0
+
     def _make_logger(self, run_dir: Path, wandb_id: str | None) -> MetricLogger:
         sinks: list[Any] = [JsonlSink(run_dir, self.resumed_from), TensorBoardSink(run_dir, self.resumed_from)]
         if "wandb" in self.cfg.loggers():
             cfg = self.cfg
-            options = {"project": cfg.wandb_project, "entity": cfg.wandb_entity, "group": cfg.wandb_group}
+            options = {
+                "project": cfg.wandb_project,
+                "entity": cfg.wandb_entity,
+                "group": cfg.wandb_group,
+                "tags": list(cfg.wandb_tags) or None,
+            }
             name = f"{cfg.algo}-{cfg.env_id}-s{cfg.seed}"
             sink = WandbSink(run_dir, run_config(cfg, self.algo_cfg), name, wandb_id, options)
             update_status(run_dir, wandb_id=sink.id)
