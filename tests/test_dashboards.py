@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -99,8 +98,9 @@ def test_drl_runs_lists_runs_with_their_returns_and_status(tmp_path):
     # a run killed without a word: status "running" from a process that no longer exists
     dead = tmp_path / "runs" / "dead"
     dead.mkdir()
-    pid = subprocess.Popen(["true"]).pid
-    os.waitpid(pid, 0)
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    pid = finished.pid
     status = {"status": "running", "algo": "ppo", "env_id": "CartPole-v1", "seed": 9, "global_step": 512}
     (dead / "run.json").write_text(json.dumps({**status, "pid": pid, "host": socket.gethostname()}))
 
