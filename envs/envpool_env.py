@@ -61,7 +61,6 @@ class EnvPoolVectorEnv:
         import envpool
 
         task, options, self.atari = envpool_task(env_id)
-        self.env_id = env_id
         self.env = envpool.make(
             task,
             env_type="gymnasium",

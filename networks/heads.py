@@ -115,18 +115,25 @@ class MultiCategoricalHead(nn.Module):
     def mode(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.stack([part.argmax(dim=-1) for part in logits.split(self.nvec, dim=-1)], dim=-1)
 
-    def log_prob_entropy(self, logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_ps = self._log_softmax(logits)
+    @staticmethod
+    def _sum_log_prob(log_ps: list[torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
         actions = actions.long()
-        log_prob = sum(lp.gather(-1, actions[..., d : d + 1]).squeeze(-1) for d, lp in enumerate(log_ps))
-        entropy = sum(-(lp.exp() * lp).sum(dim=-1) for lp in log_ps)
-        return log_prob, entropy
+        return sum(lp.gather(-1, actions[..., d : d + 1]).squeeze(-1) for d, lp in enumerate(log_ps))
+
+    @staticmethod
+    def _sum_entropy(log_ps: list[torch.Tensor]) -> torch.Tensor:
+        return sum(-(lp.exp() * lp).sum(dim=-1) for lp in log_ps)
 
     def log_prob(self, logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return self.log_prob_entropy(logits, actions)[0]
+        return self._sum_log_prob(self._log_softmax(logits), actions)
 
     def entropy(self, logits: torch.Tensor) -> torch.Tensor:
-        return sum(-(lp.exp() * lp).sum(dim=-1) for lp in self._log_softmax(logits))
+        return self._sum_entropy(self._log_softmax(logits))
+
+    def log_prob_entropy(self, logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both at once, sharing the log-softmax."""
+        log_ps = self._log_softmax(logits)
+        return self._sum_log_prob(log_ps, actions), self._sum_entropy(log_ps)
 
 
 class ValueHead(nn.Module):
