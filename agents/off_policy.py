@@ -164,6 +164,42 @@ def polyak_update(target: list[torch.Tensor], online: list[torch.Tensor], tau: f
         torch._foreach_lerp_(target, online, tau)
 
 
+@torch.no_grad()
+def adam_step(optimizer: torch.optim.Adam) -> None:
+    """`optimizer.step()` for a fused Adam, without the per-call Python around the kernel
+    (hooks, profiler records, regrouping tensors by device): the same `_fused_adam_` kernel on
+    the optimiser's own state, so checkpoints are unchanged. The first step, or an optimiser
+    set up otherwise (several groups, amsgrad, ...), goes through `optimizer.step()`."""
+    groups = optimizer.param_groups
+    group = groups[0]
+    params = [p for p in group["params"] if p.grad is not None]
+    states = [optimizer.state.get(p) for p in params]
+    plain = not (group["amsgrad"] or group["maximize"] or group.get("decoupled_weight_decay"))
+    if len(groups) > 1 or not group["fused"] or not plain or not all(states) or params[0].device.type != "cpu":
+        optimizer.step()
+        return
+    steps = [state["step"] for state in states]
+    torch._foreach_add_(steps, 1)
+    beta1, beta2 = group["betas"]
+    torch._fused_adam_(
+        params,
+        [p.grad for p in params],
+        [state["exp_avg"] for state in states],
+        [state["exp_avg_sq"] for state in states],
+        [],
+        steps,
+        amsgrad=False,
+        lr=group["lr"],
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=False,
+        grad_scale=None,
+        found_inf=None,
+    )
+
+
 class frozen:
     """Context manager: `module`'s parameters need no gradient inside (the actor's loss
     backpropagates through the critic to the actions without computing critic gradients)."""

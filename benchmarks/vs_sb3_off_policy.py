@@ -1,8 +1,10 @@
-"""Train Stable-Baselines3 and drl off-policy agents side by side, in one process, and compare.
+"""Train Stable-Baselines3 and drl off-policy agents side by side and compare.
 
 Both get the same hyperparameters (drl's preset, the rl-baselines3-zoo's, mapped onto SB3's
-arguments), the same env, step budget and seeds; SB3 and drl take turns going first.
-Both are then evaluated by the same code (drl's) on the same episodes (deterministic policy).
+arguments), the same env, step budget and seeds; SB3 and drl take turns going first. Every
+run is a fresh Python process, so no process-wide setting of one run (denormal flushing,
+matmul precision, thread pools) reaches the next. Both are then evaluated by the same code
+(drl's) on the same episodes (deterministic policy).
 
     python benchmarks/vs_sb3_off_policy.py --algo sac --seeds 0 1 2   # Pendulum-v1, 20k steps
     python benchmarks/vs_sb3_off_policy.py --algo dqn --seeds 0 1 2   # CartPole-v1, 50k steps
@@ -11,23 +13,32 @@ Both are then evaluated by the same code (drl's) on the same episodes (determini
 Wall time covers building the agent and its envs and training (drl's includes writing its
 run directory: metrics, TensorBoard events, the final checkpoint); evaluation is timed apart.
 
-CPU matmul precision: drl's `fast_matmul` run option (on in the SAC and TD3 presets) sets the process-global
-`torch.backends.mkldnn.matmul.fp32_precision = "bf16"` (where a startup check finds it as
-accurate as float32) for the length of a run. To be sure of each side's setting, before
-every SB3 run the flag is reset to torch's default ("none"), and before a
-drl run with --drl-exact-matmul too. The two flags below give the other comparisons:
+Each side runs with its defaults. drl's are its run options and the preset's:
+- `flush_denormal` (on): flush denormal floats to zero (torch.set_flush_denormal). Adam's
+  moments of dead ReLU units decay through the denormal range, where x86 arithmetic is
+  10-30x slower; SB3 runs with torch's default (off).
+- `fast_matmul` (SAC and TD3 presets): oneDNN's fast float32 matmuls where a startup check
+  finds them as accurate as float32 (torch.backends.mkldnn.matmul.fp32_precision = "bf16").
+- `update_dtype: auto` (SAC presets): the fused update's hidden layers in bfloat16 on CPUs
+  with native bfloat16 matmuls (mixed precision; float32 elsewhere).
+The flags below give the other comparisons:
 
-    --drl-exact-matmul   drl with fast_matmul off even where its preset turns it on
-    --sb3-fast-matmul    SB3 with the fast path on as well: both with the same fast matmuls
+    --sb3-flush-denormal   SB3 with denormals flushed as well
+    --sb3-fast-matmul      SB3 with the fast matmul path on as well
+    --drl-exact-matmul     drl with fast_matmul off
+    --drl-update-dtype D   drl's SAC update in float32 or bfloat16 instead of the preset's
+    --drl-autograd         drl's SAC with autograd instead of the fused update
 
-Evaluation runs at torch's default precision for both.
 Needs the `bench` extra: pip install -e .[bench]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +50,13 @@ from vs_sb3 import configs as preset_configs
 
 from runners.config import TrainConfig
 from runners.evaluate import evaluate
-from runners.precision import cpu_matmul_precision, enable_fast_cpu_matmul, restore_cpu_matmul_precision
+from runners.precision import (
+    cpu_matmul_precision,
+    denormals_flushed,
+    enable_fast_cpu_matmul,
+    flush_denormals,
+    restore_cpu_matmul_precision,
+)
 from runners.run_dir import create_run_dir
 from runners.seeding import derive_seeds
 from runners.trainer import Trainer
@@ -66,11 +83,16 @@ def fast_matmul_available() -> bool:
 
 
 # ------------------------------------------------------------------ configs
-def configs(algo: str, seed: int, steps: int | None, exact_matmul: bool = False):
-    """The preset's configs, as vs_sb3.py times them; fast_matmul off on request."""
+def configs(algo: str, seed: int, steps: int | None, args: argparse.Namespace | None = None):
+    """The preset's configs, as vs_sb3.py times them, with the --drl-* changes."""
     train, agent = preset_configs(algo, ENVS[algo], seed, steps)
-    if exact_matmul:
-        train.fast_matmul = False
+    if args is not None:
+        if args.drl_exact_matmul:
+            train.fast_matmul = False
+        if algo == "sac" and args.drl_update_dtype:
+            agent.update_dtype = args.drl_update_dtype
+        if algo == "sac" and args.drl_autograd:
+            agent.fused_update, agent.update_dtype = False, "float32"
     return train, agent
 
 
@@ -139,31 +161,57 @@ def sb3_model(algo: str, train: TrainConfig, agent):
     return cls("MlpPolicy", env, **kwargs)
 
 
-# ------------------------------------------------------------------ runs
-def run_sb3(algo, train, agent, episodes, fast):
-    set_default_matmul()  # whatever an earlier drl run in this process left set
-    if fast:
+# ------------------------------------------------------------------ runs (one per process)
+def run_sb3(args: argparse.Namespace, seed: int) -> dict:
+    train, agent = configs(args.algo, seed, args.steps, args)
+    if args.sb3_flush_denormal:
+        flush_denormals()
+    if args.sb3_fast_matmul:
         enable_fast_cpu_matmul()
     start = time.perf_counter()
-    model = sb3_model(algo, train, agent)
+    model = sb3_model(args.algo, train, agent)
     model.learn(train.total_steps)
     seconds = time.perf_counter() - start
-    precision = matmul_precision()
+    settings = settings_now()
     set_default_matmul()
-    result = evaluate(SB3Policy(model), train.env_id, episodes, derive_seeds(train.seed).eval)
-    return seconds, model.num_timesteps, result, precision
+    result = evaluate(SB3Policy(model), train.env_id, args.eval_episodes, derive_seeds(train.seed).eval)
+    return outcome(seconds, model.num_timesteps, result, settings)
 
 
-def run_drl(train, agent, episodes, workdir: Path):
-    set_default_matmul()  # fast_matmul=False only leaves the flag as it finds it
-    start = time.perf_counter()
-    trainer = Trainer(train, agent)
-    outcome = trainer.run(create_run_dir(workdir / f"drl-{train.algo}-{train.seed}"))
-    seconds = time.perf_counter() - start
-    precision = matmul_precision()
+def run_drl(args: argparse.Namespace, seed: int) -> dict:
+    train, agent = configs(args.algo, seed, args.steps, args)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        trainer = Trainer(train, agent)
+        result = trainer.run(create_run_dir(Path(tmp) / f"drl-{train.algo}-{train.seed}"))
+        seconds = time.perf_counter() - start
+    settings = settings_now()
+    if args.algo == "sac":
+        fused = trainer.agent.fused
+        settings["update"] = "autograd" if fused is None else f"fused {str(fused.critic.dtypes[1]).split('.')[-1]}"
     set_default_matmul()
-    result = evaluate(trainer.agent, train.env_id, episodes, derive_seeds(train.seed).eval)
-    return seconds, outcome.global_step, result, precision
+    evaluation = evaluate(trainer.agent, train.env_id, args.eval_episodes, derive_seeds(train.seed).eval)
+    return outcome(seconds, result.global_step, evaluation, settings)
+
+
+def settings_now() -> dict:
+    """The process-wide float settings a run ended with."""
+    return {"matmul": matmul_precision(), "denormals flushed": round(denormals_flushed(), 2)}
+
+
+def outcome(seconds: float, steps: int, result, settings: dict) -> dict:
+    return dict(
+        seconds=seconds, steps=steps, mean_return=result.mean_return, std_return=result.std_return, settings=settings
+    )
+
+
+def in_subprocess(who: str, seed: int) -> dict:
+    """One run in a fresh interpreter (this script with --worker), its outcome read from stdout."""
+    command = [sys.executable, __file__, *sys.argv[1:], "--worker", who, "--worker-seed", str(seed)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{who} seed {seed} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -173,59 +221,55 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="step budget (default: the preset's)")
     parser.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per agent")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave)")
-    parser.add_argument("--drl-exact-matmul", action="store_true", help="run drl with fast_matmul off")
-    parser.add_argument("--sb3-fast-matmul", action="store_true", help="run SB3 with drl's fast matmul path on")
+    parser.add_argument("--sb3-flush-denormal", action="store_true", help="SB3 with denormals flushed to zero")
+    parser.add_argument("--sb3-fast-matmul", action="store_true", help="SB3 with drl's fast matmul path on")
+    parser.add_argument("--drl-exact-matmul", action="store_true", help="drl with fast_matmul off")
+    parser.add_argument("--drl-update-dtype", choices=["float32", "bfloat16"], help="drl's SAC update dtype")
+    parser.add_argument("--drl-autograd", action="store_true", help="drl's SAC without the fused update")
+    parser.add_argument("--worker", choices=["sb3", "drl"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker-seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        run = run_sb3 if args.worker == "sb3" else run_drl
+        print(json.dumps(run(args, args.worker_seed)))
+        return
 
     import stable_baselines3
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    initial = matmul_precision()
-    available = cpu_matmul_precision() is not None and fast_matmul_available()
-    drl_fast = configs(args.algo, 0, None, args.drl_exact_matmul)[0].fast_matmul
-    sb3_fast = args.sb3_fast_matmul
-    env_id = ENVS[args.algo]
     print(
-        f"drl vs stable-baselines3 {stable_baselines3.__version__}: {args.algo} on {env_id}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"drl vs stable-baselines3 {stable_baselines3.__version__}: {args.algo} on {ENVS[args.algo]}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, one process per run"
     )
     print(
-        f"torch.backends.mkldnn.matmul.fp32_precision at start: {initial!r}; fast path (bf16) "
-        f"{'passes' if available else 'fails or is missing in'} drl's accuracy check on this CPU; "
-        f"SB3 runs with {'fast' if sb3_fast else 'default'} matmuls, drl with "
-        f"{'fast_matmul' if drl_fast else 'fast_matmul off (default matmuls)'}"
+        f"fast matmul path (bf16) {'passes' if fast_matmul_available() else 'fails or is missing in'} drl's "
+        f"accuracy check on this CPU; settings each run ended with are in brackets"
     )
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, seed in enumerate(args.seeds):
-            order = ["sb3", "drl"] if i % 2 == 0 else ["drl", "sb3"]
-            out = {}
-            for who in order:
-                train, agent = configs(args.algo, seed, args.steps, exact_matmul=args.drl_exact_matmul)
-                if who == "sb3":
-                    out[who] = run_sb3(args.algo, train, agent, args.eval_episodes, sb3_fast)
-                else:
-                    out[who] = run_drl(train, agent, args.eval_episodes, Path(tmp))
-            rows.append((seed, out["sb3"], out["drl"]))
-            (s_sec, s_steps, s_eval, s_prec), (d_sec, d_steps, d_eval, d_prec) = out["sb3"], out["drl"]
-            print(
-                f"seed {seed} ({order[0]} first): SB3 {s_sec:6.1f} s {s_steps / s_sec:7,.0f} steps/s "
-                f"eval {s_eval.mean_return:7.1f} +- {s_eval.std_return:5.1f} [{s_prec}] | "
-                f"drl {d_sec:6.1f} s {d_steps / d_sec:7,.0f} steps/s "
-                f"eval {d_eval.mean_return:7.1f} +- {d_eval.std_return:5.1f} [{d_prec}] | "
-                f"wall drl/SB3 {d_sec / s_sec:.3f}",
-                flush=True,
-            )
+    for i, seed in enumerate(args.seeds):
+        order = ["sb3", "drl"] if i % 2 == 0 else ["drl", "sb3"]
+        out = {who: in_subprocess(who, seed) for who in order}
+        rows.append((seed, out["sb3"], out["drl"]))
+        s, d = out["sb3"], out["drl"]
+        print(
+            f"seed {seed} ({order[0]} first): "
+            f"SB3 {s['seconds']:6.1f} s {s['steps'] / s['seconds']:6,.0f} steps/s "
+            f"eval {s['mean_return']:7.1f} +- {s['std_return']:5.1f} {s['settings']} | "
+            f"drl {d['seconds']:6.1f} s {d['steps'] / d['seconds']:6,.0f} steps/s "
+            f"eval {d['mean_return']:7.1f} +- {d['std_return']:5.1f} {d['settings']} | "
+            f"wall drl/SB3 {d['seconds'] / s['seconds']:.3f}",
+            flush=True,
+        )
 
     print("\n| | wall time per run (s) | steps/s | eval return (mean over seeds) |")
     print("|---|---|---|---|")
     for name, k in (("SB3", 1), ("drl", 2)):
-        wall = statistics.fmean(r[k][0] for r in rows)
-        sps = statistics.fmean(r[k][1] / r[k][0] for r in rows)
-        ret = statistics.fmean(r[k][2].mean_return for r in rows)
+        wall = statistics.fmean(r[k]["seconds"] for r in rows)
+        sps = statistics.fmean(r[k]["steps"] / r[k]["seconds"] for r in rows)
+        ret = statistics.fmean(r[k]["mean_return"] for r in rows)
         print(f"| {name} | {wall:.1f} | {sps:,.0f} | {ret:.1f} |")
-    ratio = statistics.fmean(r[2][0] / r[1][0] for r in rows)
+    ratio = statistics.fmean(r[2]["seconds"] / r[1]["seconds"] for r in rows)
     print(f"\nwall time drl / SB3: {ratio:.3f} (mean over {len(rows)} seeds: drl {1 / ratio:.2f}x as fast)")
     if args.algo == "sac":
         for label, bound in (("target", SAC_TARGET), ("stretch", SAC_STRETCH)):

@@ -186,10 +186,21 @@ class SquashedGaussianHead(nn.Module):
         mean, log_std = self.split(params)
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         u = mean + log_std.exp() * noise
+        return torch.tanh(u), self.log_prob_of(noise, log_std, u)
+
+    def sample_action(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The action of `sample` (the same draw from `generator`) without its log-probability."""
+        mean, log_std = self.split(params)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return torch.tanh(mean + log_std.exp() * noise)
+
+    @staticmethod
+    def log_prob_of(noise: torch.Tensor, log_std: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """log pi(tanh(u)) [B] of u = mean + exp(log_std) * noise [B, A]."""
         log_prob = (
             -0.5 * noise.square() - log_std - _HALF_LOG_2PI - 2.0 * (_LOG_2 - u - nn.functional.softplus(-2.0 * u))
         )
-        return torch.tanh(u), log_prob.sum(dim=-1)
+        return log_prob.sum(dim=-1)
 
 
 class QHead(nn.Module):

@@ -67,6 +67,10 @@ class SquashedGaussianActor(nn.Module):
         """Reparameterised actions [B, A] in (-1, 1) and their log-probabilities [B]."""
         return self.head.sample(self(obs), generator)
 
+    def sample_action(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The actions of `sample`, without computing their log-probabilities (exploration)."""
+        return self.head.sample_action(self(obs), generator)
+
     def mode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.head.mode(self(obs))
 

@@ -317,10 +317,6 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return convert
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # ------------------------------------------------------------------- runs, plot, dashboard
 def cmd_runs(args: list[str]) -> int:
     from runners.reports import find_runs, format_table, summarize, to_json
@@ -372,3 +368,7 @@ def cmd_dashboard(args: list[str]) -> int:
     command += ["--logdir", str(namespace.dir), "--port", str(namespace.port), "--host", namespace.host]
     print(f"drl: TensorBoard on {namespace.dir} at http://{namespace.host}:{namespace.port}/", flush=True)
     os.execv(command[0], command)  # this process becomes TensorBoard: signals reach it directly
+
+
+if __name__ == "__main__":
+    sys.exit(main())

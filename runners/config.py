@@ -65,6 +65,12 @@ class TrainConfig:
     fp32_precision = bf16) for the run, if a check at startup finds it as accurate as float32
     (relative error < 1e-5) on this CPU. About 2x faster for 256-wide layers on AVX-512 CPUs, but
     slower for small ones: the SAC and TD3 presets turn it on."""
+    flush_denormal: bool = True
+    """Flush denormal floats (|x| < 1.2e-38) to zero in CPU math, for the rest of the process
+    (torch.set_flush_denormal). Adam's moment estimates of weights whose gradient stays zero
+    (dead ReLUs) decay through the denormal range, where x86 CPUs run 10-30x slower; flushing
+    changes no value above 1e-38. Torch's worker threads take the setting only if it is made
+    before their first parallel operation, as `drl train` does."""
     wandb_project: str = "drl"
     """Weights & Biases project."""
     wandb_entity: str | None = None

@@ -123,6 +123,7 @@ class ReplayBuffer:
             self.max_priority = torch.ones((), dtype=torch.float64, device=self.device)
         self._env_index = torch.arange(num_envs, device=self.device)
         self._window = torch.arange(n_step, device=self.device)
+        self._ones: torch.Tensor | None = None  # the importance weights of uniform sampling
 
     @property
     def capacity(self) -> int:
@@ -177,36 +178,43 @@ class ReplayBuffer:
             raise ValueError("the replay buffer holds no complete transition yet")
         N = self.num_envs
         if self.tree is None:
-            offset = torch.randint(0, count, (batch_size,), device=self.device, generator=generator)
+            # complete transitions fill the flat slots from the oldest row's on, circularly
+            slot = torch.randint(0, count, (batch_size,), device=self.device, generator=generator)
             oldest = (self.pos - self.filled) % self.rows
-            row = (oldest + offset // N) % self.rows
-            slot = row * N + offset % N
-            weights = torch.ones(batch_size, device=self.device)
+            if oldest:
+                slot = slot.add_(oldest * N).remainder_(self.rows * N)
+            if self._ones is None or len(self._ones) != batch_size:
+                self._ones = torch.ones(batch_size, device=self.device)
+            weights = self._ones
         else:
             u = torch.rand(batch_size, device=self.device, dtype=torch.float64, generator=generator)
             strata = torch.arange(batch_size, device=self.device, dtype=torch.float64)
             slot = self.tree.find((strata + u) / batch_size * self.tree.total)
-            row = slot // N
             probs = self.tree.leaves(slot) / self.tree.total
             weights = (count * probs).pow(-beta)
             weights = (weights / weights.max()).float()
 
-        def flat(x: torch.Tensor) -> torch.Tensor:
-            return x.view(-1, *x.shape[2:])
+        def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            return x.view(-1, *x.shape[2:]).index_select(0, index)
 
-        obs = flat(self.obs)[slot]
-        actions = flat(self.actions)[slot]
+        obs = take(self.obs, slot)
+        actions = take(self.actions, slot)
         if self.n_step == 1:
-            rewards = flat(self.rewards)[slot]
-            discounts = torch.where(flat(self.terminated)[slot], 0.0, self.gamma)
+            rewards = take(self.rewards, slot)
+            discounts = torch.where(take(self.terminated, slot), 0.0, self.gamma)
             next_slot = slot
         else:
-            window = (row.unsqueeze(1) + self._window) % self.rows * N + (slot % N).unsqueeze(1)  # [B, n]
+            window = (slot // N).unsqueeze(1) + self._window  # rows [B, n]
+            window = window.remainder_(self.rows).mul_(N).add_((slot % N).unsqueeze(1))  # flat slots
+            flat_window = window.view(-1)
             rewards, discounts, last = nstep_returns(
-                flat(self.rewards)[window], flat(self.terminated)[window], flat(self.truncated)[window], self.gamma
+                take(self.rewards, flat_window).view(window.shape),
+                take(self.terminated, flat_window).view(window.shape),
+                take(self.truncated, flat_window).view(window.shape),
+                self.gamma,
             )
             next_slot = window.gather(1, last.unsqueeze(1)).squeeze(1)
-        next_obs = flat(self.next_obs)[next_slot]
+        next_obs = take(self.next_obs, next_slot)
         return Transitions(obs, actions, rewards, discounts, next_obs, weights, slot)
 
     def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:

@@ -27,7 +27,12 @@ from runners.config import TrainConfig
 from runners.evaluate import EvalResult, evaluate
 from runners.loggers import JsonlSink, MetricLogger, TensorBoardSink, WandbSink
 from runners.off_policy import OffPolicyLoop
-from runners.precision import cpu_matmul_precision, enable_fast_cpu_matmul, restore_cpu_matmul_precision
+from runners.precision import (
+    cpu_matmul_precision,
+    enable_fast_cpu_matmul,
+    flush_denormals,
+    restore_cpu_matmul_precision,
+)
 from runners.progress import ProgressBar
 from runners.rollout import OnPolicyLoop
 from runners.run_dir import update_status, write_config
@@ -90,6 +95,8 @@ class Trainer:
         algo_cfg.validate()
         self.cfg, self.algo_cfg = train_cfg, algo_cfg
         self.device = train_cfg.torch_device()
+        if train_cfg.flush_denormal and self.device.type == "cpu":
+            flush_denormals()  # before anything starts torch's worker threads in a fresh process
         if train_cfg.torch_threads:
             torch.set_num_threads(train_cfg.torch_threads)
         self.seeds = derive_seeds(train_cfg.seed)

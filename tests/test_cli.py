@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -72,6 +73,14 @@ def test_help_lists_options_with_preset_defaults(tmp_path):
     assert "--n-steps" in result.stdout and "(default: 32)" in result.stdout
     assert "Steps each env takes per rollout" in result.stdout
     assert not list(tmp_path.iterdir())  # help writes nothing
+
+
+def test_the_cli_module_runs_as_python_dash_m(tmp_path):
+    # `python -m runners.cli` (under a profiler or debugger) is the same program as `drl`
+    command = [sys.executable, "-m", "runners.cli", "train", "ppo", "CartPole-v1", "--help"]
+    result = subprocess.run(command, capture_output=True, text=True, env=drl_env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--n-steps" in result.stdout
 
 
 def test_interrupt_then_resume_matches_an_uninterrupted_run(tmp_path):

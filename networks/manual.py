@@ -1,0 +1,162 @@
+"""MLP forward and backward passes written out by hand, for small networks on the CPU.
+
+A gradient step of SAC on 256x256 MLPs is about a hundred small tensor operations. On the
+CPU, autograd's bookkeeping for each (graph nodes, saved tensors, gradient accumulation,
+`requires_grad` toggling) costs as much as the arithmetic. `ManualMLP` runs the same layers
+as plain tensor calls: `forward` keeps what the backward pass needs (a `Tape`), `backward`
+writes weight gradients straight into the parameters' `.grad` tensors (for a fused
+optimiser) and returns the input gradient when asked.
+
+It works on the parameters of existing modules (`EnsembleLinear` [K, in, out] and
+`nn.Linear` [out, in]), so checkpoints, evaluation and everything else keep using the modules.
+
+Mixed precision (`compute_dtype=torch.bfloat16`): layers at least `MIXED_MIN_WIDTH` wide on
+both sides (the hidden-to-hidden ones, nearly all the FLOPs) run in bfloat16 on copies of
+the float32 weights, cast once per optimiser step by `refresh()`; their gradients are cast
+back into the float32 `.grad`, so the optimiser state and master weights stay float32.
+Narrow layers (the input and output ones) stay float32: bfloat16 is no faster there (CPU
+kernels for thin matrices are memory-bound, and slower in bfloat16) and the outputs the
+losses see keep float32's resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from networks.encoders import EnsembleLinear
+
+# each activation in place, and its backward from the output y: dL/dx = dL/dy * f'(x)
+_ACTIVATIONS = {
+    "relu": (torch.relu_, lambda grad, y: torch.ops.aten.threshold_backward(grad, y, 0)),
+    "tanh": (torch.tanh_, torch.ops.aten.tanh_backward),
+}
+
+
+def supports_activation(name: str) -> bool:
+    return name in _ACTIVATIONS
+
+
+@dataclass
+class Tape:
+    """What `ManualMLP.forward` keeps for the backward pass: each layer's input (after the
+    previous activation), in compute dtype, [K, B, in]."""
+
+    inputs: list[torch.Tensor]
+
+    def rows(self, stop: int) -> Tape:
+        """The tape of the first `stop` rows of the batch (a forward over a concatenation)."""
+        return Tape([x[:, :stop] for x in self.inputs])
+
+
+MIXED_MIN_WIDTH = 64
+"""Layers narrower than this on either side run in float32 under mixed precision."""
+
+
+class ManualMLP:
+    """Linear layers with an activation between them (none after the last), over K members.
+
+    Layers are `EnsembleLinear` (weight [K, in, out]) or `nn.Linear` (weight [out, in], K=1).
+    Input [B, in] (shared by all members) or [K, B, in]; output [K, B, out], float32.
+    """
+
+    def __init__(self, layers: list[nn.Module], activation: str, compute_dtype: torch.dtype = torch.float32):
+        if not supports_activation(activation):
+            raise ValueError(f"ManualMLP has no backward for activation {activation!r}")
+        self.layers = layers
+        self.act, self.act_backward = _ACTIVATIONS[activation]
+        self.members = layers[0].weight.shape[0] if isinstance(layers[0], EnsembleLinear) else 1
+        self.params = [p for layer in layers for p in (layer.weight, layer.bias)]
+        # each layer's weight [K, in, out] and bias [K, 1, out]: views of the parameters
+        self.masters = [self._matmul_layout(layer) for layer in layers]
+        self.dtypes = [compute_dtype if min(w.shape[-2:]) >= MIXED_MIN_WIDTH else w.dtype for w, _ in self.masters]
+        # what the matmuls use: the views (float32 layers) or compute-dtype copies (see refresh)
+        self.compute = [
+            (w.to(dtype, memory_format=torch.contiguous_format), b.to(dtype)) if dtype != w.dtype else (w, b)
+            for (w, b), dtype in zip(self.masters, self.dtypes, strict=True)
+        ]
+        self._copied = [i for i, (w, _) in enumerate(self.masters) if self.dtypes[i] != w.dtype]
+        self._grads: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _matmul_layout(self, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        w, b = layer.weight.detach(), layer.bias.detach()
+        if not isinstance(layer, EnsembleLinear):
+            w = w.mT.unsqueeze(0)
+        return w, b.view(self.members, 1, -1)
+
+    def refresh(self) -> None:
+        """Re-cast the compute-dtype copies after the parameters changed (mixed precision)."""
+        if self._copied:
+            torch._foreach_copy_(
+                [t for i in self._copied for t in self.compute[i]], [t for i in self._copied for t in self.masters[i]]
+            )
+
+    def grads(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's (weight, bias) `.grad` in the layout `backward` computes them: [K, in, out]
+        for EnsembleLinear, [1, out, in] for nn.Linear, [K, 1, out] biases. Allocated where a
+        parameter has none (or its `.grad` was replaced), overwritten by `backward`."""
+        if self._grads is None or any(p.grad is not g for p, g in zip(self.params, self._owned, strict=True)):
+            for p in self.params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            self._owned = [p.grad for p in self.params]
+            self._grads = []
+            for layer in self.layers:
+                w, b = layer.weight.grad, layer.bias.grad
+                self._grads.append((w.view(self.members, *w.shape[-2:]), b.view(self.members, 1, -1)))
+        return self._grads
+
+    # ------------------------------------------------------------ passes
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Tape]:
+        """Output [K, B, out] (float32), and the tape for `backward`."""
+        if x.dim() == 2:
+            x = x.expand(self.members, *x.shape)
+        inputs = []
+        last = len(self.layers) - 1
+        x = x.to(self.dtypes[0])
+        for i, (w, b) in enumerate(self.compute):
+            inputs.append(x)
+            x = torch.baddbmm(b, x, w)
+            if i < last:
+                # elementwise ops are cheaper in float32 on the CPU: activate after widening to
+                # float32, before narrowing to bfloat16 (relu commutes with rounding)
+                wider = self.dtypes[i + 1] == torch.float32
+                x = self.act(x.to(self.dtypes[i + 1])) if wider else self.act(x).to(self.dtypes[i + 1])
+        return x.float(), Tape(inputs)
+
+    def backward(
+        self, tape: Tape, grad_out: torch.Tensor, params: bool = True, input_columns: slice | None = None
+    ) -> torch.Tensor | None:
+        """Backpropagate dL/d(output) [K, B, out].
+
+        With `params`, the weight and bias gradients overwrite the parameters' `.grad`.
+        With `input_columns`, returns dL/d(input)[..., input_columns] [K, B, cols] (float32
+        unless the first layer is mixed); otherwise None, and the first layer's input gradient
+        is not computed.
+        """
+        grads = self.grads() if params else []
+        cast_to: list[torch.Tensor] = []  # mixed layers' gradients, cast into .grad at the end
+        cast_from: list[torch.Tensor] = []
+        grad = grad_out
+        for i in range(len(self.layers) - 1, -1, -1):
+            x, (w, _), dtype = tape.inputs[i], self.compute[i], self.dtypes[i]
+            grad = grad.to(dtype)
+            if params:
+                gw, gb = grads[i]
+                ensemble = isinstance(self.layers[i], EnsembleLinear)
+                a, b = (x.mT, grad) if ensemble else (grad.mT, x)  # nn.Linear's weight is [out, in]
+                if dtype == gw.dtype:
+                    torch.bmm(a, b, out=gw)
+                    torch.sum(grad, dim=1, keepdim=True, out=gb)
+                else:
+                    cast_to += [gw, gb]
+                    cast_from += [torch.bmm(a, b), grad.sum(dim=1, keepdim=True)]
+            if i > 0:
+                grad = self.act_backward(torch.bmm(grad, w.mT), x)
+            elif input_columns is not None:
+                grad = torch.bmm(grad, w[:, input_columns].mT)
+        if cast_to:
+            torch._foreach_copy_(cast_to, cast_from)
+        return grad if input_columns is not None else None

@@ -1,0 +1,243 @@
+"""The hand-written backward passes (networks/manual.py) and SAC's fused update against autograd."""
+
+import gymnasium as gym
+import pytest
+import torch
+from torch import nn
+
+from agents.config import ConfigError
+from agents.off_policy import adam_step
+from agents.sac import SAC, SACConfig, update_dtype
+from networks import NetworkConfig
+from networks.encoders import EnsembleLinear
+from networks.manual import ManualMLP
+from runners.precision import denormals_flushed
+from runners.replay import ReplayBuffer
+
+PENDULUM = gym.make("Pendulum-v1")
+PENDULUM_SPACES = (PENDULUM.observation_space, PENDULUM.action_space, 1)
+
+
+def random_mlp(members: int, sizes: list[int], linear_last: bool) -> list[nn.Module]:
+    """EnsembleLinear layers (the last an nn.Linear when `linear_last`, as the SAC actor's head)."""
+    widths = zip(sizes[:-2], sizes[1:-1], strict=True)
+    layers: list[nn.Module] = [EnsembleLinear(members, a, b, ortho_gain=None) for a, b in widths]
+    if linear_last:
+        layers.append(nn.Linear(sizes[-2], sizes[-1]))
+    else:
+        layers.append(EnsembleLinear(members, sizes[-2], sizes[-1], ortho_gain=None))
+    for layer in layers:  # non-zero biases, so their gradients and the bias path are tested too
+        nn.init.uniform_(layer.bias, -0.5, 0.5)
+    return layers
+
+
+def autograd_forward(layers: list[nn.Module], x: torch.Tensor, activation: str) -> torch.Tensor:
+    act = {"relu": torch.relu, "tanh": torch.tanh}[activation]
+    h = x
+    for i, layer in enumerate(layers):
+        ensemble = isinstance(layer, EnsembleLinear)
+        h = layer(h.expand(layer.weight.shape[0], *h.shape[-2:]) if ensemble else h)
+        if i < len(layers) - 1:
+            h = act(h)
+    return h
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("members, linear_last", [(2, False), (1, True), (3, False)])
+def test_manual_mlp_matches_autograd(activation, members, linear_last):
+    torch.manual_seed(0)
+    layers = random_mlp(members, [5, 16, 12, 3], linear_last)
+    x = torch.randn(7, 5, requires_grad=True)
+    grad_out = torch.randn(members, 7, 3)
+
+    reference = autograd_forward(layers, x, activation)
+    (reference * grad_out).sum().backward()
+    expected = {name: p.grad.clone() for name, p in nn.ModuleList(layers).named_parameters()}
+    expected_input = x.grad.clone()
+    for p in nn.ModuleList(layers).parameters():
+        p.grad = torch.full_like(p, 99.0)  # backward must overwrite, not accumulate
+
+    mlp = ManualMLP(layers, activation)
+    out, tape = mlp.forward(x.detach())
+    assert torch.allclose(out, reference, atol=1e-6)
+    grad_input = mlp.backward(tape, grad_out, input_columns=slice(2, None))
+    for name, p in nn.ModuleList(layers).named_parameters():
+        assert torch.allclose(p.grad, expected[name], atol=1e-5), name
+    # the input is shared by the members: its gradient is the members' sum
+    assert torch.allclose(grad_input.sum(0), expected_input[:, 2:], atol=1e-5)
+    # params=False leaves the parameters' gradients alone
+    before = [p.grad.clone() for p in nn.ModuleList(layers).parameters()]
+    mlp.backward(tape, torch.randn(members, 7, 3), params=False, input_columns=slice(None))
+    assert all(torch.equal(b, p.grad) for b, p in zip(before, nn.ModuleList(layers).parameters(), strict=True))
+
+
+def test_manual_mlp_in_bfloat16_runs_hidden_layers_in_bfloat16_and_stays_close():
+    torch.manual_seed(0)
+    layers = random_mlp(2, [4, 256, 256, 1], linear_last=False)
+    x = torch.randn(64, 4)
+    mlp = ManualMLP(layers, "relu", torch.bfloat16)
+    assert mlp.dtypes == [torch.float32, torch.bfloat16, torch.float32]  # narrow layers stay float32
+    out, tape = mlp.forward(x)
+    reference = autograd_forward(layers, x, "relu")
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, reference, rtol=0.02, atol=0.02)
+    # refresh() re-casts the copies after the float32 master weights change
+    with torch.no_grad():
+        layers[1].weight.mul_(2)
+    assert not torch.allclose(mlp.forward(x)[0], autograd_forward(layers, x, "relu"), atol=0.02)
+    mlp.refresh()
+    assert torch.allclose(mlp.forward(x)[0], autograd_forward(layers, x, "relu"), rtol=0.02, atol=0.02)
+
+
+def filled_buffer(seed: int = 0) -> ReplayBuffer:
+    """Pendulum-shaped transitions with terminations, so the bootstrap mask matters."""
+    g = torch.Generator().manual_seed(seed)
+    space = PENDULUM
+    buffer = ReplayBuffer(1000, 1, space.observation_space, space.action_space, "cpu")
+    for _ in range(600):
+        buffer.add(
+            torch.randn(1, 3, generator=g),
+            torch.rand(1, 1, generator=g) * 4 - 2,
+            torch.randn(1, generator=g),
+            torch.rand(1, generator=g) < 0.1,
+            torch.zeros(1, dtype=torch.bool),
+            torch.randn(1, 3, generator=g),
+        )
+    return buffer
+
+
+def make_sac(**overrides) -> SAC:
+    torch.manual_seed(1)
+    net = NetworkConfig(hidden_sizes=(64, 64), activation="relu", ortho_init=False)
+    cfg = SACConfig(learning_rate=1e-3, network=net)
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return SAC(cfg, *PENDULUM_SPACES, seed=3)
+
+
+def named_grads(agent: SAC) -> dict[str, torch.Tensor]:
+    grads = {f"actor.{n}": p.grad for n, p in agent.actor.named_parameters()}
+    grads.update({f"critic.{n}": p.grad for n, p in agent.critic.named_parameters()})
+    if agent.tune_alpha:
+        grads["log_alpha"] = agent.log_alpha.grad
+    return grads
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"ent_coef": 0.2},
+        {"n_critics": 3, "target_update_interval": 2},
+        {"network": NetworkConfig(hidden_sizes=(32, 48), activation="tanh", ortho_init=False)},
+    ],
+    ids=["tuned-alpha", "fixed-alpha", "three-critics", "tanh"],
+)
+def test_fused_sac_update_equals_the_autograd_update(overrides):
+    fused, reference = make_sac(**overrides), make_sac(fused_update=False, **overrides)
+    assert fused.fused is not None and reference.fused is None
+    buffer = filled_buffer()
+    for steps in (1, 1, 3):  # the first step creates the optimisers' state, later ones skip optimizer.step()
+        m_fused, m_ref = fused.train(buffer, steps, 0.0, 0), reference.train(buffer, steps, 0.0, 0)
+        for key in m_ref:
+            assert float(m_fused[key]) == pytest.approx(float(m_ref[key]), rel=1e-5, abs=1e-6), key
+        # the last step's gradients
+        ref_grads = named_grads(reference)
+        for name, grad in named_grads(fused).items():
+            assert torch.allclose(grad, ref_grads[name], rtol=1e-4, atol=1e-6), name
+    for module in ("actor", "critic", "critic_target"):
+        pairs = zip(getattr(fused, module).named_parameters(), getattr(reference, module).parameters(), strict=True)
+        for (name, a), b in pairs:
+            # Adam divides by sqrt(v): where a gradient is ~0, rounding differences grow to ~lr
+            assert torch.allclose(a, b, atol=1e-5), f"{module}.{name}"
+    assert torch.allclose(fused.log_alpha, reference.log_alpha)
+    assert fused.gradient_steps == reference.gradient_steps == 5
+
+
+def test_fused_sac_update_in_bfloat16_follows_the_float32_gradients():
+    torch.manual_seed(0)
+    mixed, reference = make_sac(update_dtype="bfloat16"), make_sac(fused_update=False)
+    buffer = filled_buffer()
+    m_mixed, m_ref = mixed.train(buffer, 1, 0.0, 0), reference.train(buffer, 1, 0.0, 0)
+    for key in m_ref:
+        assert float(m_mixed[key]) == pytest.approx(float(m_ref[key]), rel=0.02, abs=0.01), key
+    ref_grads = named_grads(reference)
+    for name, grad in named_grads(mixed).items():
+        cosine = torch.nn.functional.cosine_similarity(grad.flatten(), ref_grads[name].flatten(), dim=0)
+        assert cosine > 0.99, (name, float(cosine))
+
+
+def test_sac_falls_back_to_autograd_where_the_fused_update_does_not_apply():
+    agent = SAC(SACConfig(), gym.spaces.Discrete(5), PENDULUM.action_space, 1)
+    assert agent.fused is None  # one-hot observations
+    with pytest.raises(ConfigError, match="update-dtype bfloat16 needs the fused update"):
+        SAC(SACConfig(update_dtype="bfloat16"), gym.spaces.Discrete(5), PENDULUM.action_space, 1)
+    with pytest.raises(ConfigError, match="needs the fused update"):
+        SAC(SACConfig(update_dtype="bfloat16", fused_update=False), *PENDULUM_SPACES)
+
+
+def test_update_dtype_auto_follows_the_cpu(monkeypatch):
+    assert update_dtype("float32", torch.device("cpu")) == torch.float32
+    assert update_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    assert update_dtype("auto", torch.device("cuda")) == torch.float32
+    cases = ((True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, torch.float32))
+    for avx512_bf16, amx, expected in cases:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert update_dtype("auto", torch.device("cpu")) == expected
+
+
+def test_adam_step_equals_optimizer_step():
+    torch.manual_seed(0)
+    params = [nn.Parameter(torch.randn(4, 5)), nn.Parameter(torch.randn(5)), nn.Parameter(torch.tensor(0.3))]
+    twins = [nn.Parameter(p.detach().clone()) for p in params]
+    opt = torch.optim.Adam(params, lr=1e-2, fused=True)
+    twin_opt = torch.optim.Adam(twins, lr=1e-2, fused=True)
+    for step in range(4):
+        grads = [torch.randn_like(p) for p in params]
+        if step == 2:
+            grads[1] = torch.zeros_like(grads[1])
+        for p, q, g in zip(params, twins, grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        adam_step(opt)
+        twin_opt.step()
+        for p, q in zip(params, twins, strict=True):
+            assert torch.equal(p, q)
+    for p, q in zip(params, twins, strict=True):
+        assert torch.equal(opt.state[p]["exp_avg_sq"], twin_opt.state[q]["exp_avg_sq"])
+        assert float(opt.state[p]["step"]) == float(twin_opt.state[q]["step"]) == 4
+
+
+def test_flushing_denormals_zeroes_them_in_the_calling_thread():
+    try:
+        assert torch.set_flush_denormal(True)  # x86 has it
+        assert float(torch.tensor(1e-39) * 1.0) == 0.0  # a 0-d op runs on this thread
+        assert denormals_flushed() > 0.0  # this thread's share of a parallel op at least
+        torch.set_flush_denormal(False)
+        assert float(torch.tensor(1e-39) * 1.0) > 0.0
+        assert denormals_flushed() < 1.0  # worker threads keep the mode they started with
+    finally:
+        torch.set_flush_denormal(False)
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_a_run_flushes_denormals_unless_told_not_to(flush):
+    from runners.config import TrainConfig
+    from runners.trainer import Trainer
+
+    torch.set_flush_denormal(False)
+    try:
+        train = TrainConfig(algo="sac", env_id="Pendulum-v1", total_steps=10, flush_denormal=flush, progress=False)
+        Trainer(train, SACConfig()).env.close()
+        assert (float(torch.tensor(1e-39) * 1.0) == 0.0) == flush
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_exploration_draws_the_action_sample_would_draw():
+    agent = make_sac()
+    obs = torch.randn(5, 3)
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        assert torch.equal(agent.actor.sample_action(obs, g1), agent.actor.sample(obs, g2)[0])
+    assert torch.equal(g1.get_state(), g2.get_state())
