@@ -64,8 +64,9 @@ class SACConfig(OffPolicyConfig):
     observations only; other networks use autograd."""
     update_dtype: str = "float32"
     """Matmul dtype of the fused update's hidden layers: float32; bfloat16 (mixed precision:
-    float32 master weights, optimiser state, output layers and losses; 2-3x faster matmuls on
-    CPUs with AVX512-BF16 or AMX, slower on others); or auto: bfloat16 where the CPU has those."""
+    float32 master weights, optimiser state, narrow input and output layers, losses; 2-3x
+    faster matmuls on CPUs with AVX512-BF16 or AMX, slower on others); or auto: bfloat16 where
+    the CPU has those."""
 
     def validate(self) -> None:
         super().validate()
