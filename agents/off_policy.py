@@ -175,7 +175,10 @@ def adam_step(optimizer: torch.optim.Adam) -> None:
     params = [p for p in group["params"] if p.grad is not None]
     states = [optimizer.state.get(p) for p in params]
     plain = not (group["amsgrad"] or group["maximize"] or group.get("decoupled_weight_decay"))
-    if len(groups) > 1 or not group["fused"] or not plain or not all(states) or params[0].device.type != "cpu":
+    if not params or len(groups) > 1 or not group["fused"] or not plain or not all(states):
+        optimizer.step()
+        return
+    if params[0].device.type != "cpu":
         optimizer.step()
         return
     steps = [state["step"] for state in states]

@@ -183,16 +183,20 @@ class SquashedGaussianHead(nn.Module):
         self, params: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reparameterised squashed actions [B, A] and their log-probabilities [B]."""
-        mean, log_std = self.split(params)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        u = mean + log_std.exp() * noise
+        noise, log_std, u = self._draw(params, generator)
         return torch.tanh(u), self.log_prob_of(noise, log_std, u)
 
     def sample_action(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The action of `sample` (the same draw from `generator`) without its log-probability."""
+        return torch.tanh(self._draw(params, generator)[2])
+
+    def _draw(
+        self, params: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The noise, the clamped log std and u = mean + std * noise, before the squashing."""
         mean, log_std = self.split(params)
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return torch.tanh(mean + log_std.exp() * noise)
+        return noise, log_std, mean + log_std.exp() * noise
 
     @staticmethod
     def log_prob_of(noise: torch.Tensor, log_std: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
