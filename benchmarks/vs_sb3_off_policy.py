@@ -14,6 +14,8 @@ Wall time covers building the agent and its envs and training (drl's includes wr
 run directory: metrics, TensorBoard events, the final checkpoint); evaluation is timed apart.
 
 Each side runs with its defaults. drl's are its run options and the preset's:
+- `keep_freed_memory` (on): glibc's malloc keeps freed memory in the process (runners/allocator.py)
+  instead of faulting in fresh pages for each step's activations; SB3 runs with glibc's defaults.
 - `flush_denormal` (on): flush denormal floats to zero (torch.set_flush_denormal). Adam's
   moments of dead ReLU units decay through the denormal range, where x86 arithmetic is
   10-30x slower; SB3 runs with torch's default (off).
@@ -24,6 +26,7 @@ Each side runs with its defaults. drl's are its run options and the preset's:
 The flags below give the other comparisons:
 
     --sb3-flush-denormal   SB3 with denormals flushed as well
+    --sb3-keep-freed-memory  SB3 with glibc's malloc keeping freed memory as well
     --sb3-fast-matmul      SB3 with the fast matmul path on as well
     --drl-exact-matmul     drl with fast_matmul off
     --drl-update-dtype D   drl's SAC update in float32 or bfloat16 instead of the preset's
@@ -48,6 +51,7 @@ import torch
 from vs_sb3 import SB3Policy  # drl's evaluation interface over an SB3 model
 from vs_sb3 import configs as preset_configs
 
+from runners.allocator import freed_memory_kept, keep_freed_memory
 from runners.config import TrainConfig
 from runners.evaluate import evaluate
 from runners.precision import (
@@ -166,6 +170,8 @@ def run_sb3(args: argparse.Namespace, seed: int) -> dict:
     train, agent = configs(args.algo, seed, args.steps, args)
     if args.sb3_flush_denormal:
         flush_denormals()
+    if args.sb3_keep_freed_memory:
+        keep_freed_memory()
     if args.sb3_fast_matmul:
         enable_fast_cpu_matmul()
     start = time.perf_counter()
@@ -196,7 +202,11 @@ def run_drl(args: argparse.Namespace, seed: int) -> dict:
 
 def settings_now() -> dict:
     """The process-wide float settings a run ended with."""
-    return {"matmul": matmul_precision(), "denormals flushed": round(denormals_flushed(), 2)}
+    return {
+        "matmul": matmul_precision(),
+        "denormals flushed": round(denormals_flushed(), 2),
+        "freed memory kept": freed_memory_kept(),
+    }
 
 
 def outcome(seconds: float, steps: int, result, settings: dict) -> dict:
@@ -222,6 +232,9 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per agent")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave)")
     parser.add_argument("--sb3-flush-denormal", action="store_true", help="SB3 with denormals flushed to zero")
+    parser.add_argument(
+        "--sb3-keep-freed-memory", action="store_true", help="SB3 with glibc's malloc keeping freed memory"
+    )
     parser.add_argument("--sb3-fast-matmul", action="store_true", help="SB3 with drl's fast matmul path on")
     parser.add_argument("--drl-exact-matmul", action="store_true", help="drl with fast_matmul off")
     parser.add_argument("--drl-update-dtype", choices=["float32", "bfloat16"], help="drl's SAC update dtype")

@@ -22,6 +22,7 @@ import torch
 import envs
 from agents import get_algorithm
 from runners import checkpoint as ckpt
+from runners.allocator import keep_freed_memory
 from runners.cliargs import from_dict, to_dict, warn
 from runners.config import TrainConfig
 from runners.evaluate import EvalResult, evaluate
@@ -97,6 +98,8 @@ class Trainer:
         self.device = train_cfg.torch_device()
         if train_cfg.flush_denormal and self.device.type == "cpu":
             flush_denormals()  # before anything starts torch's worker threads in a fresh process
+        if train_cfg.keep_freed_memory:
+            keep_freed_memory()
         if train_cfg.torch_threads:
             torch.set_num_threads(train_cfg.torch_threads)
         self.seeds = derive_seeds(train_cfg.seed)

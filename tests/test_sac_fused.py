@@ -1,5 +1,11 @@
 """The hand-written backward passes (networks/manual.py) and SAC's fused update against autograd."""
 
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
 import gymnasium as gym
 import pytest
 import torch
@@ -241,3 +247,52 @@ def test_exploration_draws_the_action_sample_would_draw():
     with torch.no_grad():
         assert torch.equal(agent.actor.sample_action(obs, g1), agent.actor.sample(obs, g2)[0])
     assert torch.equal(g1.get_state(), g2.get_state())
+
+
+MMAP_SCRIPT = """
+import ctypes, sys
+import torch
+from runners.allocator import keep_freed_memory
+
+class MallInfo2(ctypes.Structure):
+    names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+    _fields_ = [(name, ctypes.c_size_t) for name in names.split()]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+mapped = libc.mallinfo2().hblkhd
+x = torch.ones(4 << 20)  # 16 MiB
+print(libc.mallinfo2().hblkhd - mapped >= x.nbytes)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc settings")
+@pytest.mark.parametrize("keep", [True, False])
+def test_keeping_freed_memory_serves_tensors_from_the_heap(keep):
+    """glibc maps a fresh 16 MiB block for a 16 MiB tensor (its mmap threshold starts at 128 KiB)
+    and unmaps it when it is freed; with keep_freed_memory the tensor comes from the heap, whose
+    freed memory the process keeps for the next tensors (no page faults to fault it in again)."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", MMAP_SCRIPT, "keep" if keep else "default"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.split()[-1] == ("False" if keep else "True")
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_run_keeps_freed_memory_unless_told_not_to(keep, monkeypatch):
+    import runners.trainer
+    from runners.config import TrainConfig
+
+    calls = []
+    monkeypatch.setattr(runners.trainer, "keep_freed_memory", lambda: calls.append(True) or True)
+    train = TrainConfig(algo="sac", env_id="Pendulum-v1", total_steps=10, keep_freed_memory=keep, progress=False)
+    runners.trainer.Trainer(train, SACConfig()).env.close()
+    assert calls == ([True] if keep else [])
