@@ -16,15 +16,26 @@ from runners.trainer import Trainer
 pytestmark = pytest.mark.slow
 
 
-def train_preset(tmp_path, algo: str, env_id: str, seed: int, **overrides):
+def run_preset(tmp_path, algo: str, env_id: str, seed: int, **overrides):
+    """The preset's run (with `overrides`), without checkpoints before the last; the trainer and
+    its result."""
     spec = get_algorithm(algo)
     train, agent = TrainConfig(algo=algo, env_id=env_id, seed=seed, device="cpu"), spec.config_cls()
     name, values = load_preset(algo, env_id, None)
     set_values([train, agent], {**values, **overrides}, f"preset {name}")
-    train.eval_every, train.checkpoint_every, train.progress = 0, 0, False
+    train.checkpoint_every, train.progress = 0, False
     trainer = Trainer(train, agent)
-    trainer.run(create_run_dir(tmp_path / f"{algo}-{env_id}-{seed}"))
-    return trainer.agent
+    return trainer, trainer.run(create_run_dir(tmp_path / f"{algo}-{env_id}-{seed}"))
+
+
+def train_preset(tmp_path, algo: str, env_id: str, seed: int, **overrides):
+    """The trained agent of the preset's run, evaluated only at the end."""
+    return run_preset(tmp_path, algo, env_id, seed, eval_every=0, **overrides)[0].agent
+
+
+def train_until_solved(tmp_path, algo: str, env_id: str, seed: int, **overrides):
+    """The preset's run, stopped at the first evaluation reaching its solved_threshold."""
+    return run_preset(tmp_path, algo, env_id, seed, stop_when_solved=True, **overrides)
 
 
 def test_ppo_solves_cartpole_with_the_zoo_preset_in_100k_steps(tmp_path):
@@ -64,17 +75,6 @@ def test_ppo_on_native_cartpole_solves_gymnasium_cartpole(tmp_path):
     assert evaluate(trainer.agent, "CartPole-v1", 20, derive_seeds(0).eval).mean_return >= 475
     # ...and 100 others (seeds 0-2 gave 476.0, 469.6 and 500.0 there).
     assert evaluate(trainer.agent, "CartPole-v1", 100, seed=10_000).mean_return >= 450
-
-
-def train_until_solved(tmp_path, algo: str, env_id: str, seed: int, **overrides):
-    """The preset's run, stopped at the first evaluation reaching its solved_threshold."""
-    spec = get_algorithm(algo)
-    train, agent = TrainConfig(algo=algo, env_id=env_id, seed=seed, device="cpu"), spec.config_cls()
-    name, values = load_preset(algo, env_id, None)
-    set_values([train, agent], {**values, **overrides, "stop_when_solved": True}, name)
-    train.progress, train.checkpoint_every = False, 0
-    trainer = Trainer(train, agent)
-    return trainer, trainer.run(create_run_dir(tmp_path / f"{algo}-{env_id}-{seed}"))
 
 
 def test_dqn_solves_cartpole_within_50k_steps(tmp_path):
