@@ -169,16 +169,14 @@ def adam_step(optimizer: torch.optim.Adam) -> None:
     """`optimizer.step()` for a fused Adam, without the per-call Python around the kernel
     (hooks, profiler records, regrouping tensors by device): the same `_fused_adam_` kernel on
     the optimiser's own state, so checkpoints are unchanged. The first step, or an optimiser
-    set up otherwise (several groups, amsgrad, ...), goes through `optimizer.step()`."""
+    set up otherwise (several groups, amsgrad, ...) or off the CPU, goes through `optimizer.step()`."""
     groups = optimizer.param_groups
     group = groups[0]
     params = [p for p in group["params"] if p.grad is not None]
     states = [optimizer.state.get(p) for p in params]
     plain = not (group["amsgrad"] or group["maximize"] or group.get("decoupled_weight_decay"))
-    if not params or len(groups) > 1 or not group["fused"] or not plain or not all(states):
-        optimizer.step()
-        return
-    if params[0].device.type != "cpu":
+    cpu = bool(params) and params[0].device.type == "cpu"
+    if not cpu or len(groups) > 1 or not group["fused"] or not plain or not all(states):
         optimizer.step()
         return
     steps = [state["step"] for state in states]

@@ -201,7 +201,7 @@ def run_drl(args: argparse.Namespace, seed: int) -> dict:
 
 
 def settings_now() -> dict:
-    """The process-wide float settings a run ended with."""
+    """The process-wide settings a run ended with: matmul precision, denormals, malloc."""
     return {
         "matmul": matmul_precision(),
         "denormals flushed": round(denormals_flushed(), 2),
