@@ -10,6 +10,8 @@ the check below fails and the default stays.
 
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 
 _TOLERANCE = 1e-5
@@ -51,6 +53,30 @@ def enable_fast_cpu_matmul() -> bool:
     if not ok:
         backend.fp32_precision = previous
     return ok
+
+
+@cache
+def bf16_matmul_mode() -> bool:
+    """Whether oneDNN's bf16 mode for float32 matmuls (`fp32_precision = "bf16"`) is plain
+    bfloat16 arithmetic here: operands rounded to bfloat16 inside the matmul kernel, products
+    summed in float32, float32 output. That is mixed precision without separate casts, on CPUs
+    with AMX (Intel Xeon 4th generation on). False where the mode is float32-accurate instead
+    (the fast path above) or absent. Checked once per process; the setting is left as it was."""
+    backend = _backend()
+    if backend is None:
+        return False
+    previous = backend.fp32_precision
+    try:
+        backend.fp32_precision = "bf16"
+        # 1.001 rounds to 1.0 in bf16: a sum of 256 such products is 256.0 exactly in this mode
+        a = torch.full((1, 256, 256), 1.001)
+        b = torch.ones(1, 256, 256)
+        results = (torch.bmm(a, b)[0, 0, 0], torch.bmm(a, b.mT)[0, 0, 0], torch.bmm(a.mT, b)[0, 0, 0])
+        return all(float(x) == 256.0 for x in results)
+    except (RuntimeError, ValueError):
+        return False
+    finally:
+        backend.fp32_precision = previous
 
 
 def flush_denormals() -> bool:

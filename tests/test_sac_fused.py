@@ -17,7 +17,7 @@ from agents.sac import SAC, SACConfig, update_dtype
 from networks import NetworkConfig
 from networks.encoders import EnsembleLinear
 from networks.manual import ManualMLP
-from runners.precision import denormals_flushed
+from runners.precision import bf16_matmul_mode, cpu_matmul_precision, denormals_flushed
 from runners.replay import ReplayBuffer
 
 PENDULUM = gym.make("Pendulum-v1")
@@ -77,21 +77,49 @@ def test_manual_mlp_matches_autograd(activation, members, linear_last):
     assert all(torch.equal(b, p.grad) for b, p in zip(before, nn.ModuleList(layers).parameters(), strict=True))
 
 
-def test_manual_mlp_in_bfloat16_runs_hidden_layers_in_bfloat16_and_stays_close():
+BF16_MODES = [False] + ([True] if bf16_matmul_mode() else [])  # the matmul mode needs a CPU with AMX
+
+
+def test_bf16_matmul_mode_rounds_operands_to_bfloat16_and_leaves_the_setting_alone():
+    precision = cpu_matmul_precision()
+    bf16_matmul_mode.cache_clear()
+    available = bf16_matmul_mode()
+    assert cpu_matmul_precision() == precision
+    if not available:
+        pytest.skip("oneDNN's bf16 matmul mode is not plain bfloat16 on this CPU")
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 64, 256, generator=g), torch.randn(2, 256, 32, generator=g)
+    rounded = torch.bmm(a.bfloat16().double(), b.bfloat16().double())
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    try:
+        product = torch.bmm(a, b)
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = precision
+    assert torch.allclose(product.double(), rounded, rtol=1e-5, atol=1e-4)
+    assert not torch.allclose(torch.bmm(a, b).double(), rounded, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("bf16_mode", BF16_MODES, ids=lambda mode: "matmul-mode" if mode else "cast-copies")
+def test_manual_mlp_in_bfloat16_runs_hidden_layers_in_bfloat16_and_stays_close(bf16_mode):
     torch.manual_seed(0)
     layers = random_mlp(2, [4, 256, 256, 1], linear_last=False)
     x = torch.randn(64, 4)
-    mlp = ManualMLP(layers, "relu", torch.bfloat16)
-    assert mlp.dtypes == [torch.float32, torch.bfloat16, torch.float32]  # narrow layers stay float32
+    mlp = ManualMLP(layers, "relu", torch.bfloat16, bf16_mode=bf16_mode)
+    assert mlp.math == [torch.float32, torch.bfloat16, torch.float32]  # narrow layers stay float32
+    assert mlp.dtypes == [torch.float32, torch.float32 if bf16_mode else torch.bfloat16, torch.float32]
+    precision = cpu_matmul_precision()
     out, tape = mlp.forward(x)
     reference = autograd_forward(layers, x, "relu")
     assert out.dtype == torch.float32
     assert torch.allclose(out, reference, rtol=0.02, atol=0.02)
-    # refresh() re-casts the copies after the float32 master weights change
+    assert not torch.allclose(out, ManualMLP(layers, "relu").forward(x)[0], rtol=1e-4, atol=1e-4)  # not float32
+    mlp.backward(tape, torch.randn(2, 64, 1), input_columns=slice(None))
+    assert cpu_matmul_precision() == precision  # the matmul mode is switched back
     with torch.no_grad():
         layers[1].weight.mul_(2)
-    assert not torch.allclose(mlp.forward(x)[0], autograd_forward(layers, x, "relu"), atol=0.02)
-    mlp.refresh()
+    if not bf16_mode:  # refresh() re-casts the copies after the float32 master weights change
+        assert not torch.allclose(mlp.forward(x)[0], autograd_forward(layers, x, "relu"), atol=0.02)
+        mlp.refresh()
     assert torch.allclose(mlp.forward(x)[0], autograd_forward(layers, x, "relu"), rtol=0.02, atol=0.02)
 
 
@@ -160,7 +188,9 @@ def test_fused_sac_update_equals_the_autograd_update(overrides):
     assert fused.gradient_steps == reference.gradient_steps == 5
 
 
-def test_fused_sac_update_in_bfloat16_follows_the_float32_gradients():
+@pytest.mark.parametrize("bf16_mode", BF16_MODES, ids=lambda mode: "matmul-mode" if mode else "cast-copies")
+def test_fused_sac_update_in_bfloat16_follows_the_float32_gradients(bf16_mode, monkeypatch):
+    monkeypatch.setattr("networks.manual.bf16_matmul_mode", lambda: bf16_mode)
     torch.manual_seed(0)
     mixed, reference = make_sac(update_dtype="bfloat16"), make_sac(fused_update=False)
     buffer = filled_buffer()
