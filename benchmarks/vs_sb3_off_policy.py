@@ -194,7 +194,7 @@ def run_drl(args: argparse.Namespace, seed: int) -> dict:
     settings = settings_now()
     if args.algo == "sac":
         fused = trainer.agent.fused
-        settings["update"] = "autograd" if fused is None else f"fused {str(fused.critic.dtypes[1]).split('.')[-1]}"
+        settings["update"] = "autograd" if fused is None else f"fused {fused.critic.describe()}"
     set_default_matmul()
     evaluation = evaluate(trainer.agent, train.env_id, args.eval_episodes, derive_seeds(train.seed).eval)
     return outcome(seconds, result.global_step, evaluation, settings)

@@ -129,6 +129,14 @@ class ManualMLP:
             w = w.mT.unsqueeze(0)
         return w, b.view(self.members, 1, -1)
 
+    def describe(self) -> str:
+        """The widest layer's precision: "float32", "bfloat16 (cast copies)" or "bfloat16 (matmul mode)"."""
+        i = max(range(len(self.masters)), key=lambda j: min(self.masters[j][0].shape[-2:]))
+        name = str(self.math[i]).removeprefix("torch.")
+        if self.math[i] == self.dtypes[i]:
+            return name if self.math[i] == self.masters[i][0].dtype else f"{name} (cast copies)"
+        return f"{name} (matmul mode)"
+
     def refresh(self) -> None:
         """Re-cast the compute-dtype copies after the parameters changed (mixed precision)."""
         if self._copied:

@@ -107,6 +107,8 @@ def test_manual_mlp_in_bfloat16_runs_hidden_layers_in_bfloat16_and_stays_close(b
     mlp = ManualMLP(layers, "relu", torch.bfloat16, bf16_mode=bf16_mode)
     assert mlp.math == [torch.float32, torch.bfloat16, torch.float32]  # narrow layers stay float32
     assert mlp.dtypes == [torch.float32, torch.float32 if bf16_mode else torch.bfloat16, torch.float32]
+    assert mlp.describe() == ("bfloat16 (matmul mode)" if bf16_mode else "bfloat16 (cast copies)")
+    assert ManualMLP(layers, "relu").describe() == "float32"
     precision = cpu_matmul_precision()
     out, tape = mlp.forward(x)
     reference = autograd_forward(layers, x, "relu")
@@ -277,6 +279,13 @@ def test_exploration_draws_the_action_sample_would_draw():
     with torch.no_grad():
         assert torch.equal(agent.actor.sample_action(obs, g1), agent.actor.sample(obs, g2)[0])
     assert torch.equal(g1.get_state(), g2.get_state())
+    # the fused update's exploration (plain tensor calls) draws the same actions as the modules'
+    assert agent.fused is not None
+    agent.generator.manual_seed(11)
+    explored = agent.explore(obs, 0.5)
+    with torch.no_grad():
+        expected = agent.to_env(agent.actor.sample_action(obs, torch.Generator().manual_seed(11)))
+    assert torch.equal(explored, expected)
 
 
 MMAP_SCRIPT = """
