@@ -149,7 +149,7 @@ class Trainer:
             logger = self._make_logger(run_dir, wandb_id)
             bar = ProgressBar(cfg.total_steps, self.global_step, cfg.progress, f"{cfg.algo} {cfg.env_id}")
             start = time.perf_counter()
-            last_log_time, last_log_step = start, self.global_step
+            last_log_time, last_log_step, last_eval_seconds = start, self.global_step, self.eval_seconds
             while self.global_step < cfg.total_steps:
                 before = self.global_step
                 metrics = self.loop.iterate(before)
@@ -167,11 +167,13 @@ class Trainer:
                     if metrics["charts/episodes"] == 0:
                         del metrics["charts/episode_return"], metrics["charts/episode_length"]
                     now = time.perf_counter()
-                    metrics["charts/sps"] = (self.global_step - last_log_step) / max(now - last_log_time, 1e-9)
+                    # training speed: the window's evaluations and videos left out
+                    training = (now - last_log_time) - (self.eval_seconds - last_eval_seconds)
+                    metrics["charts/sps"] = (self.global_step - last_log_step) / max(training, 1e-9)
                     metrics.update(self._time_metrics(now - start))
                     logger.log(self.global_step, metrics)
                     bar.update(self.global_step, metrics["charts/sps"], metrics.get("charts/episode_return"))
-                    last_log_time, last_log_step = now, self.global_step
+                    last_log_time, last_log_step, last_eval_seconds = now, self.global_step, self.eval_seconds
                 if last or crossed(before, self.global_step, cfg.checkpoint_every):
                     path = self._save(run_dir, start)
                 if last and cfg.wandb_save_model:

@@ -1,6 +1,7 @@
 """Whole runs: determinism, and resume giving exactly the uninterrupted run."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -122,3 +123,26 @@ def test_ppo_update_on_a_single_transition_stays_finite():
     collector.reset(seed=None)
     agent.update(collector.collect(), progress=0.0)
     assert all(torch.isfinite(p).all() for p in agent.net.parameters())
+
+
+def test_steps_per_second_leave_out_evaluation_time(tmp_path, small_ppo, monkeypatch):
+    import runners.trainer
+
+    evaluate = runners.trainer.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        time.sleep(2.0)  # far longer than a 512-step logging window of training
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(runners.trainer, "evaluate", slow_evaluate)
+    train_cfg, algo_cfg = small_ppo
+    train(train_cfg, algo_cfg, tmp_path / "r")
+    rows = [row for row in read_metrics(tmp_path / "r", keep_wall_clock=True) if "charts/sps" in row]
+    sps = {row["step"]: row["charts/sps"] for row in rows}
+    evaluated = {row["step"] for row in read_metrics(tmp_path / "r") if "eval/mean_return" in row}
+    assert evaluated == {4096, 8192}
+    others = sorted(v for step, v in sps.items() if step not in evaluated)
+    median = others[len(others) // 2]
+    for step in evaluated:  # the windows that hold an evaluation train at the others' speed
+        assert sps[step] > 0.3 * median, (step, sps[step], median)
+    assert max(row["time/eval"] for row in rows) >= 4.0
