@@ -1,5 +1,6 @@
 """The hand-written backward passes (networks/manual.py) and SAC's fused update against autograd."""
 
+import copy
 import os
 import platform
 import subprocess
@@ -244,6 +245,22 @@ def test_adam_step_equals_optimizer_step():
     for p, q in zip(params, twins, strict=True):
         assert torch.equal(opt.state[p]["exp_avg_sq"], twin_opt.state[q]["exp_avg_sq"])
         assert float(opt.state[p]["step"]) == float(twin_opt.state[q]["step"]) == 4
+    # the step counts are views of one tensor; torch's own step, a checkpoint round trip and a
+    # parameter left out of a step all keep counting each parameter's steps
+    restored = torch.optim.Adam(params, lr=1e-2, fused=True)
+    for step in range(3):
+        if step == 1:
+            restored.load_state_dict(copy.deepcopy(opt.state_dict()))
+        grads = [torch.randn_like(p) for p in params]
+        grads[2] = None if step == 2 else grads[2]
+        for p, q, g in zip(params, twins, grads, strict=True):
+            p.grad, q.grad = (None, None) if g is None else (g.clone(), g.clone())
+        opt.step() if step == 0 else adam_step(restored)
+        twin_opt.step()
+        for p, q in zip(params, twins, strict=True):
+            assert torch.equal(p, q)
+    counts = [float(restored.state[p]["step"]) for p in params]
+    assert counts == [float(twin_opt.state[q]["step"]) for q in twins] == [7, 7, 6]
 
 
 def test_flushing_denormals_zeroes_them_in_the_calling_thread():
