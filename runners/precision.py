@@ -34,24 +34,34 @@ def restore_cpu_matmul_precision(previous: str | None) -> None:
         backend.fp32_precision = previous
 
 
-def enable_fast_cpu_matmul() -> bool:
-    """Switch to the fast path if it is float32-accurate here; returns whether it is on.
-    The setting is process-wide: `restore_cpu_matmul_precision` puts the old one back."""
+def _products_in_bf16_mode() -> list[float] | None:
+    """Sums of 256 products 1.001 * 1.0 with `fp32_precision = "bf16"` (mm, bmm, and bmm with
+    either operand transposed): 256.256 where the mode is as exact as float32, 256.0 where it
+    is plain bfloat16 arithmetic (1.001 rounds to 1.0). None where torch has no such setting.
+    The setting is left as it was."""
     backend = _backend()
     if backend is None:
-        return False
+        return None
     previous = backend.fp32_precision
     try:
         backend.fp32_precision = "bf16"
+        a, b = torch.full((1, 256, 256), 1.001), torch.ones(1, 256, 256)
+        products = ((a[0] @ b[0])[0, 0], torch.bmm(a, b), torch.bmm(a, b.mT), torch.bmm(a.mT, b))
+        return [float(x.flatten()[0]) for x in products]
     except (RuntimeError, ValueError):
-        return False
-    # 1.001 is 1.0 in bf16: plain bf16 arithmetic gives 256.0 here, float32 256.256
-    a = torch.full((256, 256), 1.001)
-    b = torch.ones(256, 256)
-    exact = 256 * 1.001
-    ok = all(abs(float(x) - exact) / exact < _TOLERANCE for x in ((a @ b)[0, 0], torch.bmm(a[None], b[None])[0, 0, 0]))
-    if not ok:
+        return None
+    finally:
         backend.fp32_precision = previous
+
+
+def enable_fast_cpu_matmul() -> bool:
+    """Switch to the fast path if it is float32-accurate here; returns whether it is on.
+    The setting is process-wide: `restore_cpu_matmul_precision` puts the old one back."""
+    products = _products_in_bf16_mode()
+    exact = 256 * 1.001
+    ok = products is not None and all(abs(x - exact) / exact < _TOLERANCE for x in products)
+    if ok:
+        _backend().fp32_precision = "bf16"
     return ok
 
 
@@ -62,21 +72,8 @@ def bf16_matmul_mode() -> bool:
     summed in float32, float32 output. That is mixed precision without separate casts, on CPUs
     with AMX (Intel Xeon 4th generation on). False where the mode is float32-accurate instead
     (the fast path above) or absent. Checked once per process; the setting is left as it was."""
-    backend = _backend()
-    if backend is None:
-        return False
-    previous = backend.fp32_precision
-    try:
-        backend.fp32_precision = "bf16"
-        # 1.001 rounds to 1.0 in bf16: a sum of 256 such products is 256.0 exactly in this mode
-        a = torch.full((1, 256, 256), 1.001)
-        b = torch.ones(1, 256, 256)
-        results = (torch.bmm(a, b)[0, 0, 0], torch.bmm(a, b.mT)[0, 0, 0], torch.bmm(a.mT, b)[0, 0, 0])
-        return all(float(x) == 256.0 for x in results)
-    except (RuntimeError, ValueError):
-        return False
-    finally:
-        backend.fp32_precision = previous
+    products = _products_in_bf16_mode()
+    return products is not None and all(x == 256.0 for x in products)
 
 
 def flush_denormals() -> bool:

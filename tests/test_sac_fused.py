@@ -100,6 +100,28 @@ def test_bf16_matmul_mode_rounds_operands_to_bfloat16_and_leaves_the_setting_alo
     assert not torch.allclose(torch.bmm(a, b).double(), rounded, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "products, fast_path, plain_bf16",
+    [([256.256] * 4, True, False), ([256.0] * 4, False, True), ([256.256, 256.0, 256.0, 256.0], False, False)],
+    ids=["float32-accurate", "plain-bfloat16", "mixed"],
+)
+def test_the_bf16_mode_checks_tell_float32_accurate_from_plain_bfloat16(products, fast_path, plain_bf16, monkeypatch):
+    import runners.precision as precision
+
+    monkeypatch.setattr(precision, "_products_in_bf16_mode", lambda: products)
+    before = cpu_matmul_precision()
+    try:
+        assert precision.enable_fast_cpu_matmul() is fast_path
+        assert cpu_matmul_precision() == ("bf16" if fast_path else before)
+    finally:
+        precision.restore_cpu_matmul_precision(before)
+    precision.bf16_matmul_mode.cache_clear()
+    try:
+        assert precision.bf16_matmul_mode() is plain_bf16
+    finally:
+        precision.bf16_matmul_mode.cache_clear()
+
+
 @pytest.mark.parametrize("bf16_mode", BF16_MODES, ids=lambda mode: "matmul-mode" if mode else "cast-copies")
 def test_manual_mlp_in_bfloat16_runs_hidden_layers_in_bfloat16_and_stays_close(bf16_mode):
     torch.manual_seed(0)
