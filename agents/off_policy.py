@@ -172,10 +172,9 @@ def step_counters(states: list[dict]) -> list[torch.Tensor]:
     steps = [state["step"] for state in states]
     base = steps[0]._base
     if base is None or base.shape != (len(steps),) or any(s._base is not base for s in steps):
-        base = torch.stack(steps)
-        for i, state in enumerate(states):
-            state["step"] = base[i]
-        steps = [state["step"] for state in states]
+        steps = list(torch.stack(steps).unbind())
+        for state, step in zip(states, steps, strict=True):
+            state["step"] = step
     return steps
 
 

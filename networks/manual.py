@@ -133,9 +133,9 @@ class ManualMLP:
         """The widest layer's precision: "float32", "bfloat16 (cast copies)" or "bfloat16 (matmul mode)"."""
         i = max(range(len(self.masters)), key=lambda j: min(self.masters[j][0].shape[-2:]))
         name = str(self.math[i]).removeprefix("torch.")
-        if self.math[i] == self.dtypes[i]:
-            return name if self.math[i] == self.masters[i][0].dtype else f"{name} (cast copies)"
-        return f"{name} (matmul mode)"
+        if self.dtypes[i] != self.math[i]:
+            return f"{name} (matmul mode)"
+        return f"{name} (cast copies)" if i in self._copied else name
 
     def refresh(self) -> None:
         """Re-cast the compute-dtype copies after the parameters changed (mixed precision)."""
