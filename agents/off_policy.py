@@ -87,6 +87,11 @@ class OffPolicyAgent:
         if isinstance(action_space, gym.spaces.Box):
             self.low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
             self.high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
+            # to_env(a) = center + half_range * a, from_env(x) = (x - center) / half_range, one op each
+            self._half_range = 0.5 * (self.high - self.low)
+            self._center = self.low + self._half_range
+            self._inv_half_range = 1.0 / self._half_range
+            self._from_env_offset = -self._center * self._inv_half_range
 
     # ------------------------------------------------------------ acting
     def random_action(self, n: int) -> torch.Tensor:
@@ -99,11 +104,11 @@ class OffPolicyAgent:
 
     def to_env(self, action: torch.Tensor) -> torch.Tensor:
         """[-1, 1] -> the env's [low, high]."""
-        return self.low + (action + 1.0) * (0.5 * (self.high - self.low))
+        return torch.addcmul(self._center, action, self._half_range)
 
     def from_env(self, action: torch.Tensor) -> torch.Tensor:
         """The env's [low, high] -> [-1, 1]."""
-        return (action - self.low) * (2.0 / (self.high - self.low)) - 1.0
+        return torch.addcmul(self._from_env_offset, action, self._inv_half_range)
 
     def explore(self, obs: torch.Tensor, progress: float) -> torch.Tensor:
         """Actions to collect data with, for raw observations [N, ...]."""

@@ -131,6 +131,7 @@ class EnvPoolVectorEnv:
             "final_obs": final_obs,
             "episode_return": self._tensor(episode_return, torch.float32),
             "episode_length": self._tensor(episode_length, torch.int64),
+            "episodes_ended": bool(game_over.any()),
         }
         return (
             next_obs,

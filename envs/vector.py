@@ -45,6 +45,8 @@ class TorchVectorEnv(gym.vector.VectorEnv):
                       where an episode ended (bootstrap truncations from it), else obs.
       episode_return  [N] float, the raw return of episodes that ended this step, else 0.
       episode_length  [N] int, their lengths, else 0.
+      episodes_ended  bool (on the host): whether any of those is nonzero, so a runner can skip
+                      folding in zeros without reading the device.
     With `scores_from_info`, these two come from the sub-envs' RecordEpisodeStatistics
     (info["episode"]) instead: the true game score and length, which with episodic life
     arrive only when the game is over, not at every lost life.
@@ -110,12 +112,14 @@ class TorchVectorEnv(gym.vector.VectorEnv):
             ended = final_info.get("_episode", np.zeros(self.num_envs, dtype=bool)) & done
             episode_return = np.zeros(self.num_envs)
             episode_length = np.zeros(self.num_envs, dtype=np.int64)
-            if ended.any():
+            episodes_ended = bool(ended.any())
+            if episodes_ended:
                 episode_return[ended] = final_info["episode"]["r"][ended]
                 episode_length[ended] = final_info["episode"]["l"][ended]
         else:
             self._episode_return += reward
             self._episode_length += 1
+            episodes_ended = bool(done.any())
             episode_return = np.where(done, self._episode_return, 0.0)
             episode_length = np.where(done, self._episode_length, 0)
             self._episode_return[done] = 0.0
@@ -135,6 +139,7 @@ class TorchVectorEnv(gym.vector.VectorEnv):
             "final_obs": final_obs,
             "episode_return": torch.from_numpy(np.asarray(episode_return)).to(self.device, torch.float32),
             "episode_length": torch.from_numpy(np.asarray(episode_length, dtype=np.int64)).to(self.device),
+            "episodes_ended": episodes_ended,
         }
         return (
             obs_t,

@@ -196,7 +196,7 @@ class SquashedGaussianHead(nn.Module):
         """The noise, the clamped log std and u = mean + std * noise, before the squashing."""
         mean, log_std = self.split(params)
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return noise, log_std, mean + log_std.exp() * noise
+        return noise, log_std, torch.addcmul(mean, log_std.exp(), noise)
 
     @staticmethod
     def log_prob_of(noise: torch.Tensor, log_std: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -34,10 +34,11 @@ from torch import nn
 from networks.encoders import EnsembleLinear
 from runners.precision import bf16_matmul_mode
 
-# each activation in place, and its backward from the output y: dL/dx = dL/dy * f'(x)
+# each activation in place, and its backward from the output y, also in place (in the gradient,
+# a fresh tensor the backward pass owns): dL/dx = dL/dy * f'(x)
 _ACTIVATIONS = {
-    "relu": (torch.relu_, lambda grad, y: torch.ops.aten.threshold_backward(grad, y, 0)),
-    "tanh": (torch.tanh_, torch.ops.aten.tanh_backward),
+    "relu": (torch.relu_, lambda grad, y: torch.ops.aten.threshold_backward.grad_input(grad, y, 0, grad_input=grad)),
+    "tanh": (torch.tanh_, lambda grad, y: torch.ops.aten.tanh_backward.grad_input(grad, y, grad_input=grad)),
 }
 
 

@@ -81,7 +81,8 @@ class OffPolicyLoop:
             next_obs, reward, terminated, truncated, info = env.step(action)
             t2 = clock()
             buffer.add(self.obs, action, reward, terminated, truncated, info["final_obs"])
-            self.episodes.add(info["episode_return"], info["episode_length"])
+            if info.get("episodes_ended", True):  # (envs that do not say: fold in every step)
+                self.episodes.add(info["episode_return"], info["episode_length"])
             self.obs = next_obs
             step += env.num_envs
             env_seconds += t2 - t1

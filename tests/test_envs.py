@@ -35,6 +35,7 @@ def test_truncation_is_separate_and_final_obs_is_the_true_last_state():
     for t in range(5):
         obs, reward, terminated, truncated, info = env.step(torch.tensor([t % 2, 0]))
         single_obs, _, single_term, single_trunc, _ = single.step(t % 2)
+        assert info["episodes_ended"] is (t == 4)  # the host's word for "episode_length has a nonzero"
     assert truncated.tolist() == [True, True] and terminated.tolist() == [False, False]
     assert np.allclose(info["final_obs"][0].numpy(), single_obs)  # the state the time limit cut off
     assert not np.allclose(obs[0].numpy(), single_obs)  # obs is already the next episode's first

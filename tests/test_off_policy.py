@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import envs
 from agents.dqn import DQN, DQNConfig
 from agents.off_policy import polyak_update
 from agents.sac import SAC, SACConfig
@@ -14,6 +15,7 @@ from networks import NetworkConfig
 from networks.heads import DuelingHead, SquashedGaussianHead
 from runners.checkpoint import load_checkpoint
 from runners.config import TrainConfig
+from runners.off_policy import OffPolicyLoop
 from runners.run_dir import create_run_dir, read_status
 from runners.trainer import Trainer
 
@@ -154,6 +156,20 @@ def test_loop_warms_up_with_random_actions_then_trains_at_the_update_to_data_rat
     # the 16 iterations ending at 100, 120, ..., 400 train 0.5 x 20 gradient steps each
     assert trainer.agent.gradient_steps == 160
     assert len(trainer.loop.buffer) == 400
+
+
+def test_loop_counts_the_episodes_that_end():
+    env = envs.make("toy_envs:Countdown-v0", num_envs=2, seed=0, length=3)
+    cfg = DQNConfig(network=SMALL_NET, learning_starts=1000, buffer_size=100, train_every=2)
+    loop = OffPolicyLoop(env, DQN(cfg, env.single_observation_space, env.single_action_space, 2), total_steps=100)
+    loop.reset(seed=0)
+    for step in range(0, 14, 2):  # 7 vector steps: both envs end episodes at the 3rd and the 6th
+        loop.iterate(step)
+    stats = loop.pop_episode_stats()
+    assert stats["charts/episodes"].item() == 4
+    assert stats["charts/episode_return"].item() == 3.0 and stats["charts/episode_length"].item() == 3.0
+    loop.iterate(14)  # no episode ends here
+    assert loop.pop_episode_stats()["charts/episodes"].item() == 0
 
 
 @pytest.mark.parametrize("algo, env_id", [("dqn", "CartPole-v1"), ("sac", "Pendulum-v1")])
