@@ -45,6 +45,8 @@ class TorchVectorEnv(gym.vector.VectorEnv):
                       where an episode ended (bootstrap truncations from it), else obs.
       episode_return  [N] float, the raw return of episodes that ended this step, else 0.
       episode_length  [N] int, their lengths, else 0.
+                      (On steps where no episode ended, these two are the same zero tensors
+                      every time: read them, do not write into them.)
       episodes_ended  bool (on the host): whether any of those is nonzero, so a runner can skip
                       folding in zeros without reading the device.
     With `scores_from_info`, these two come from the sub-envs' RecordEpisodeStatistics
@@ -76,6 +78,11 @@ class TorchVectorEnv(gym.vector.VectorEnv):
         self._first_seed = seed
         self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        # info's episode_return and episode_length on steps where no episode ended (read-only)
+        self._no_episodes = (
+            torch.zeros(self.num_envs, device=self.device),
+            torch.zeros(self.num_envs, dtype=torch.int64, device=self.device),
+        )
         space = self.single_action_space
         self._action_low = self._action_high = None
         if isinstance(space, gym.spaces.Box):
@@ -85,7 +92,7 @@ class TorchVectorEnv(gym.vector.VectorEnv):
             self._action_offset = np.asarray(space.start)
 
     def _obs(self, obs: Any) -> torch.Tensor:
-        return torch.as_tensor(pack_obs(self.single_observation_space, obs)).to(self.device, self.obs_dtype)
+        return self._tensor(pack_obs(self.single_observation_space, obs), self.obs_dtype)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[torch.Tensor, dict]:
         if seed is None:
@@ -99,55 +106,68 @@ class TorchVectorEnv(gym.vector.VectorEnv):
         actions = actions.detach().cpu().numpy()
         if self._action_low is not None:
             # Sampled Gaussian actions may leave the bounds; the env gets them clipped (the
-            # agent keeps the unclipped ones for its log-probabilities).
-            actions = np.clip(actions, self._action_low, self._action_high)
+            # agent keeps the unclipped ones for its log-probabilities). np.clip, in two ufuncs.
+            actions = np.minimum(np.maximum(actions, self._action_low), self._action_high)
         elif self._action_offset is not None:
             actions = actions + self._action_offset
         obs, reward, terminated, truncated, info = self.env.step(actions)
 
         done = terminated | truncated
+        any_done = bool(done.any())
+        episodes_ended = False
+        episode_return, episode_length = self._no_episodes
         if self.scores_from_info:
             # with same-step autoreset, the info of the finished episode is the final_info
             final_info = info.get("final_info", {})
             ended = final_info.get("_episode", np.zeros(self.num_envs, dtype=bool)) & done
-            episode_return = np.zeros(self.num_envs)
-            episode_length = np.zeros(self.num_envs, dtype=np.int64)
-            episodes_ended = bool(ended.any())
-            if episodes_ended:
-                episode_return[ended] = final_info["episode"]["r"][ended]
-                episode_length[ended] = final_info["episode"]["l"][ended]
+            if ended.any():
+                episodes_ended = True
+                returns, lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
+                returns[ended] = final_info["episode"]["r"][ended]
+                lengths[ended] = final_info["episode"]["l"][ended]
+                episode_return, episode_length = (
+                    self._tensor(returns, torch.float32),
+                    self._tensor(lengths, torch.int64),
+                )
         else:
             self._episode_return += reward
             self._episode_length += 1
-            episodes_ended = bool(done.any())
-            episode_return = np.where(done, self._episode_return, 0.0)
-            episode_length = np.where(done, self._episode_length, 0)
-            self._episode_return[done] = 0.0
-            self._episode_length[done] = 0
+            if any_done:
+                episodes_ended = True
+                episode_return = self._tensor(np.where(done, self._episode_return, 0.0), torch.float32)
+                episode_length = self._tensor(np.where(done, self._episode_length, 0), torch.int64)
+                self._episode_return[done] = 0.0
+                self._episode_length[done] = 0
 
         space = self.single_observation_space
         packed = pack_obs(space, obs)
-        obs_t = torch.as_tensor(packed).to(self.device, self.obs_dtype)
+        obs_t = self._tensor(packed, self.obs_dtype)
         final_obs = obs_t
-        if done.any():
+        if any_done:
             final = packed.copy()
             for i in np.flatnonzero(info["_final_obs"]):
                 one = info["final_obs"][i]
                 final[i] = pack_obs(space, {k: [v] for k, v in one.items()} if isinstance(one, dict) else [one])[0]
-            final_obs = torch.as_tensor(final).to(self.device, self.obs_dtype)
+            final_obs = self._tensor(final, self.obs_dtype)
         out_info = {
             "final_obs": final_obs,
-            "episode_return": torch.from_numpy(np.asarray(episode_return)).to(self.device, torch.float32),
-            "episode_length": torch.from_numpy(np.asarray(episode_length, dtype=np.int64)).to(self.device),
+            "episode_return": episode_return,
+            "episode_length": episode_length,
             "episodes_ended": episodes_ended,
         }
         return (
             obs_t,
-            torch.from_numpy(np.asarray(reward, dtype=np.float32)).to(self.device),
-            torch.from_numpy(terminated).to(self.device),
-            torch.from_numpy(truncated).to(self.device),
+            self._tensor(reward, torch.float32),
+            self._tensor(terminated, torch.bool),
+            self._tensor(truncated, torch.bool),
             out_info,
         )
+
+    def _tensor(self, array: Any, dtype: torch.dtype) -> torch.Tensor:
+        """A host array as a tensor of `dtype` on the device, sharing the array's memory where it
+        is already that (a CPU tensor of the same dtype)."""
+        t = torch.from_numpy(np.asarray(array))
+        return t if t.dtype == dtype and self.device.type == "cpu" else t.to(self.device, dtype)
 
     def render(self):
         return self.env.render()
