@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.spaces import torch_dtype
+from envs.spaces import host_tensor, torch_dtype
 
 _ATARI_V5 = re.compile(r"^ALE/(?P<game>[A-Za-z]+)-v5$")
 _ATARI_V4 = re.compile(r"^(?P<game>[A-Za-z]+)NoFrameskip-v4$")
@@ -87,7 +87,7 @@ class EnvPoolVectorEnv:
         self._lives = np.zeros(num_envs, dtype=np.int64)
 
     def _tensor(self, array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, dtype)
+        return host_tensor(array, self.device, dtype)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[torch.Tensor, dict]:
         obs, info = self.env.reset()

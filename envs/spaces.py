@@ -71,3 +71,9 @@ def pack_obs(space: gym.Space, obs: object) -> np.ndarray:
     dtype = np.uint8 if torch_dtype(space) == torch.uint8 else np.float32
     parts = [np.asarray(obs[e.key]).reshape(len(obs[e.key]), -1).astype(dtype, copy=False) for e in dict_layout(space)]
     return np.concatenate(parts, axis=1)
+
+
+def host_tensor(array: object, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A host array as a tensor of `dtype` on `device`; on the CPU in that dtype already, the
+    array's own memory (no copy)."""
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device, dtype)

@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.spaces import pack_obs, torch_dtype
+from envs.spaces import host_tensor, pack_obs, torch_dtype
 
 
 class SnapshotWrapper(gym.Wrapper):
@@ -164,10 +164,7 @@ class TorchVectorEnv(gym.vector.VectorEnv):
         )
 
     def _tensor(self, array: Any, dtype: torch.dtype) -> torch.Tensor:
-        """A host array as a tensor of `dtype` on the device, sharing the array's memory where it
-        is already that (a CPU tensor of the same dtype)."""
-        t = torch.from_numpy(np.asarray(array))
-        return t if t.dtype == dtype and self.device.type == "cpu" else t.to(self.device, dtype)
+        return host_tensor(array, self.device, dtype)
 
     def render(self):
         return self.env.render()
