@@ -23,6 +23,11 @@ Each side runs with its defaults. drl's are its run options and the preset's:
   finds them as accurate as float32 (torch.backends.mkldnn.matmul.fp32_precision = "bf16").
 - `update_dtype: auto` (SAC presets): the fused update's hidden layers in bfloat16 on CPUs
   with native bfloat16 matmuls (mixed precision; float32 elsewhere).
+- `compile_update` (SAC presets): the gradient step as one torch.compile graph. Its wall time
+  includes compiling, or loading the compiled graph from TorchInductor's on-disk cache when an
+  earlier run on this machine compiled it; each drl run prints which it took ("compile N s").
+  With --fresh-compile-cache, the drl runs of this invocation get a new, empty cache directory:
+  the first one compiles from scratch (as on a fresh machine), the later ones load its graph.
 The flags below give the other comparisons:
 
     --sb3-flush-denormal   SB3 with denormals flushed as well
@@ -31,6 +36,8 @@ The flags below give the other comparisons:
     --drl-exact-matmul     drl with fast_matmul off
     --drl-update-dtype D   drl's SAC update in float32 or bfloat16 instead of the preset's
     --drl-autograd         drl's SAC with autograd instead of the fused update
+    --drl-no-compile       drl's SAC with the fused update uncompiled
+    --fresh-compile-cache  drl's compiled update starting from an empty compile cache (above)
 
 Needs the `bench` extra: pip install -e .[bench]
 """
@@ -39,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -96,7 +104,9 @@ def configs(algo: str, seed: int, steps: int | None, args: argparse.Namespace | 
         if algo == "sac" and args.drl_update_dtype:
             agent.update_dtype = args.drl_update_dtype
         if algo == "sac" and args.drl_autograd:
-            agent.fused_update, agent.update_dtype = False, "float32"
+            agent.fused_update, agent.update_dtype, agent.compile_update = False, "float32", False
+        if algo == "sac" and args.drl_no_compile:
+            agent.compile_update = False
     return train, agent
 
 
@@ -194,7 +204,13 @@ def run_drl(args: argparse.Namespace, seed: int) -> dict:
     settings = settings_now()
     if args.algo == "sac":
         fused = trainer.agent.fused
-        settings["update"] = "autograd" if fused is None else f"fused {fused.critic.describe()}"
+        if fused is None:
+            settings["update"] = "autograd"
+        elif fused.graph is not None and fused.graph.compile_seconds is not None:
+            settings["update"] = f"compiled {str(fused.dtype).removeprefix('torch.')}"
+            settings["compile s"] = round(fused.graph.compile_seconds, 1)
+        else:
+            settings["update"] = f"fused {fused.critic.describe()}"
     set_default_matmul()
     evaluation = evaluate(trainer.agent, train.env_id, args.eval_episodes, derive_seeds(train.seed).eval)
     return outcome(seconds, result.global_step, evaluation, settings)
@@ -215,10 +231,10 @@ def outcome(seconds: float, steps: int, result, settings: dict) -> dict:
     )
 
 
-def in_subprocess(who: str, seed: int) -> dict:
+def in_subprocess(who: str, seed: int, env: dict | None = None) -> dict:
     """One run in a fresh interpreter (this script with --worker), its outcome read from stdout."""
     command = [sys.executable, __file__, *sys.argv[1:], "--worker", who, "--worker-seed", str(seed)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         sys.exit(f"{who} seed {seed} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -239,6 +255,10 @@ def main() -> None:
     parser.add_argument("--drl-exact-matmul", action="store_true", help="drl with fast_matmul off")
     parser.add_argument("--drl-update-dtype", choices=["float32", "bfloat16"], help="drl's SAC update dtype")
     parser.add_argument("--drl-autograd", action="store_true", help="drl's SAC without the fused update")
+    parser.add_argument("--drl-no-compile", action="store_true", help="drl's SAC fused update, uncompiled")
+    parser.add_argument(
+        "--fresh-compile-cache", action="store_true", help="drl's runs start from an empty TorchInductor cache"
+    )
     parser.add_argument("--worker", choices=["sb3", "drl"], help=argparse.SUPPRESS)
     parser.add_argument("--worker-seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -259,10 +279,15 @@ def main() -> None:
         f"fast matmul path (bf16) {'passes' if fast_matmul_available() else 'fails or is missing in'} drl's "
         f"accuracy check on this CPU; settings each run ended with are in brackets"
     )
+    env = None
+    if args.fresh_compile_cache:
+        cache = tempfile.mkdtemp(prefix="drl-inductor-")
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        print(f"drl's compile cache starts empty: {cache}")
     rows = []
     for i, seed in enumerate(args.seeds):
         order = ["sb3", "drl"] if i % 2 == 0 else ["drl", "sb3"]
-        out = {who: in_subprocess(who, seed) for who in order}
+        out = {who: in_subprocess(who, seed, env if who == "drl" else None) for who in order}
         rows.append((seed, out["sb3"], out["drl"]))
         s, d = out["sb3"], out["drl"]
         print(

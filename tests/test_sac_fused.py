@@ -374,3 +374,70 @@ def test_a_run_keeps_freed_memory_unless_told_not_to(keep, monkeypatch):
     train = TrainConfig(algo="sac", env_id="Pendulum-v1", total_steps=10, keep_freed_memory=keep, progress=False)
     runners.trainer.Trainer(train, SACConfig()).env.close()
     assert calls == ([True] if keep else [])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"ent_coef": 0.2, "n_critics": 3, "network": NetworkConfig(hidden_sizes=(32, 48), activation="tanh")}],
+    ids=["tuned-alpha", "fixed-alpha-three-tanh-critics"],
+)
+def test_compiled_sac_update_equals_the_autograd_update(overrides):
+    """The whole step as one torch.compile graph (agents/sac_graph.py), float32: the same losses
+    and parameters as autograd's, its Adam state and step counts included."""
+    compiled, reference = make_sac(compile_update=True, **overrides), make_sac(fused_update=False, **overrides)
+    buffer = filled_buffer()
+    for steps in (1, 1, 3):  # the first step creates the optimisers' state, uncompiled
+        m_compiled, m_ref = compiled.train(buffer, steps, 0.0, 0), reference.train(buffer, steps, 0.0, 0)
+        for key in m_ref:
+            assert float(m_compiled[key]) == pytest.approx(float(m_ref[key]), rel=1e-5, abs=1e-6), key
+    assert compiled.fused.graph is not None and compiled.fused.graph.compile_seconds is not None  # it ran compiled
+    for module in ("actor", "critic", "critic_target"):
+        pairs = zip(getattr(compiled, module).named_parameters(), getattr(reference, module).parameters(), strict=True)
+        for (name, a), b in pairs:
+            assert torch.allclose(a, b, atol=1e-5), f"{module}.{name}"
+    assert torch.allclose(compiled.log_alpha, reference.log_alpha)
+    for name in ("critic_optimizer", "actor_optimizer"):
+        states = getattr(compiled, name).state_dict()["state"]
+        ref_states = getattr(reference, name).state_dict()["state"]
+        for i, state in states.items():
+            assert float(state["step"]) == float(ref_states[i]["step"]) == 5
+            assert torch.allclose(state["exp_avg_sq"], ref_states[i]["exp_avg_sq"], rtol=1e-4, atol=1e-10)
+    assert compiled.gradient_steps == reference.gradient_steps == 5
+
+
+def test_compiled_sac_update_falls_back_to_the_fused_update_where_compiling_fails():
+    agent = make_sac(compile_update=True)
+    buffer = filled_buffer()
+    agent.train(buffer, 1, 0.0, 0)  # uncompiled: creates the optimisers' state
+
+    def no_compiler(*args):
+        raise RuntimeError("C++ compile error\ncompiler not found")
+
+    agent.fused.graph.step = no_compiler
+    before = [p.detach().clone() for p in agent.critic.parameters()]
+    with pytest.warns(RuntimeWarning, match=r"compiling SAC's update failed \(RuntimeError: C\+\+ compile error\); "):
+        metrics = agent.train(buffer, 2, 0.0, 0)
+    assert agent.fused.graph is None and agent.gradient_steps == 3
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in metrics.values())
+    assert not any(torch.equal(a, b) for a, b in zip(before, agent.critic.parameters(), strict=True))
+
+
+def test_compile_update_needs_the_fused_update():
+    with pytest.raises(ConfigError, match="--compile-update needs the fused update"):
+        SAC(SACConfig(compile_update=True, fused_update=False), *PENDULUM_SPACES)
+
+
+def test_compiled_sac_update_continues_from_a_loaded_checkpoint():
+    """A checkpoint load replaces the optimisers' state tensors: the compiled step must update
+    the loaded ones, and continue exactly as the run that saved them did."""
+    agent, buffer = make_sac(compile_update=True), filled_buffer()
+    agent.train(buffer, 3, 0.0, 0)
+    saved = copy.deepcopy(agent.state_dict())
+    agent.train(buffer, 2, 0.0, 0)
+    expected = [p.detach().clone() for p in agent.actor.parameters()]
+    expected_steps = agent.critic_optimizer.state_dict()["state"][0]["step"].clone()
+    agent.load_state_dict(copy.deepcopy(saved))
+    assert not torch.equal(next(agent.actor.parameters()), expected[0])
+    agent.train(buffer, 2, 0.0, 0)
+    assert all(torch.equal(a, b) for a, b in zip(agent.actor.parameters(), expected, strict=True))
+    assert torch.equal(agent.critic_optimizer.state_dict()["state"][0]["step"], expected_steps)
