@@ -72,7 +72,8 @@ class SACConfig(OffPolicyConfig):
     """Compile the fused update's whole gradient step (both Adam steps included) with
     torch.compile (`agents/sac_graph.py`): one call per gradient step instead of about 170
     operations. The first run compiles for tens of seconds (TorchInductor caches the result on
-    disk for later runs); where compiling fails the run warns and keeps the fused update."""
+    disk for later runs); where compiling fails the run warns and keeps the fused update. No
+    effect where the fused update does not run (like update_dtype auto)."""
 
     def validate(self) -> None:
         super().validate()
@@ -116,14 +117,11 @@ class SAC(OffPolicyAgent):
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
         self.fused = FusedUpdate(self) if config.fused_update and FusedUpdate.supports(self) else None
-        needs_fused = {"--update-dtype bfloat16": config.update_dtype == "bfloat16"}
-        needs_fused["--compile-update"] = config.compile_update
-        for flag in (flag for flag, on in needs_fused.items() if on):
-            if self.fused is None:
-                raise ConfigError(
-                    f"{flag} needs the fused update (--fused-update, MLP networks with relu or tanh on flat Box "
-                    "observations)"
-                )
+        if self.fused is None and config.update_dtype == "bfloat16":
+            raise ConfigError(
+                f"--update-dtype {config.update_dtype} needs the fused update (--fused-update, MLP networks with relu "
+                "or tanh on flat Box observations)"
+            )
 
     def modules(self) -> dict[str, nn.Module]:
         return {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target}

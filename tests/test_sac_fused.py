@@ -405,6 +405,27 @@ def test_compiled_sac_update_equals_the_autograd_update(overrides):
     assert compiled.gradient_steps == reference.gradient_steps == 5
 
 
+def test_compiled_sac_update_in_bfloat16_follows_the_float32_update():
+    """The preset's configuration (bfloat16 hidden layers, cast inside the graph): one compiled
+    step's losses and parameter changes against autograd's float32 step."""
+    mixed, reference = make_sac(compile_update=True, update_dtype="bfloat16"), make_sac(fused_update=False)
+    buffer = filled_buffer()
+    mixed.train(buffer, 1, 0.0, 0), reference.train(buffer, 1, 0.0, 0)  # uncompiled: creates Adam's state
+
+    def params(agent: SAC) -> list[torch.Tensor]:
+        return [*agent.actor.parameters(), *agent.critic.parameters()]
+
+    before = [p.detach().clone() for p in params(mixed)]
+    ref_before = [p.detach().clone() for p in params(reference)]
+    m_mixed, m_ref = mixed.train(buffer, 1, 0.0, 0), reference.train(buffer, 1, 0.0, 0)
+    assert mixed.fused.graph.compile_seconds is not None
+    for key in m_ref:
+        assert float(m_mixed[key]) == pytest.approx(float(m_ref[key]), rel=0.02, abs=0.01), key
+    for p, start, q, ref_start in zip(params(mixed), before, params(reference), ref_before, strict=True):
+        cosine = torch.nn.functional.cosine_similarity((p - start).flatten(), (q - ref_start).flatten(), dim=0)
+        assert cosine > 0.95, float(cosine)
+
+
 def test_compiled_sac_update_falls_back_to_the_fused_update_where_compiling_fails():
     agent = make_sac(compile_update=True)
     buffer = filled_buffer()
@@ -422,9 +443,12 @@ def test_compiled_sac_update_falls_back_to_the_fused_update_where_compiling_fail
     assert not any(torch.equal(a, b) for a, b in zip(before, agent.critic.parameters(), strict=True))
 
 
-def test_compile_update_needs_the_fused_update():
-    with pytest.raises(ConfigError, match="--compile-update needs the fused update"):
-        SAC(SACConfig(compile_update=True, fused_update=False), *PENDULUM_SPACES)
+def test_compile_update_applies_to_the_fused_update_only():
+    """A preset's compile_update does not stand in the way of --no-fused-update (autograd)."""
+    agent = SAC(SACConfig(compile_update=True, fused_update=False), *PENDULUM_SPACES)
+    assert agent.fused is None
+    assert make_sac(compile_update=True).fused.graph is not None
+    assert make_sac().fused.graph is None
 
 
 def test_compiled_sac_update_continues_from_a_loaded_checkpoint():
