@@ -140,7 +140,8 @@ def sac_step(
     critic_state: tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor],
     actor_state: tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor],
     shape: tuple[tuple[bool, ...], tuple[bool, ...], int, bool, str, bool],
-    hyper: tuple[float, float, float, float],
+    critic_hyper: tuple[float, float, float, float],
+    actor_hyper: tuple[float, float, float, float],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One SAC gradient step (the module docstring of agents/sac.py), updating the critics, the
     actor, log alpha (when tuned) and their Adam state in place. Returns the critic loss, the
@@ -148,7 +149,8 @@ def sac_step(
 
     `noise` [2B, A]: the Gaussian draws for obs and next obs. `shape`: which layers of the
     actor and the critic are EnsembleLinear, the action dimensions, whether alpha is tuned, the
-    activation (relu or tanh) and whether the hidden layers multiply in bfloat16. `hyper`: Adam's lr, betas and eps.
+    activation (relu or tanh) and whether the hidden layers multiply in bfloat16. `*_hyper`: each
+    Adam's lr, betas and eps.
     """
     actor_ensemble, critic_ensemble, A, tune_alpha, act, bf16 = shape
     B = obs.shape[0]
@@ -176,7 +178,7 @@ def sac_step(
     error = q.squeeze(-1) - y  # [K, B]
     critic_loss = 0.5 * error.square().mean(dim=1).sum()
     critic_grads, _ = _backward(critic_inputs, critic, critic_ensemble, (error / B).unsqueeze(-1), act, bf16)
-    _adam(critic_params, critic_grads, *critic_state, hyper)
+    _adam(critic_params, critic_grads, *critic_state, critic_hyper)
 
     # actor: mean(alpha log pi(a~|s) - min_k Q_k(s, a~)) through the updated critics
     critic = _layers(critic_params, critic_ensemble)
@@ -198,7 +200,7 @@ def sac_step(
     if tune_alpha:
         actor_params = [*actor_params, log_alpha]
         actor_grads = [*actor_grads, -(pi_log_prob + entropy_target).mean()]
-    _adam(actor_params, actor_grads, *actor_state, hyper)
+    _adam(actor_params, actor_grads, *actor_state, actor_hyper)
     return critic_loss, actor_loss, alpha, -pi_log_prob.mean()
 
 
@@ -223,11 +225,15 @@ class GraphUpdate:
         """The step's tensor arguments that live across steps: parameters (detached views, so the
         step's in-place updates are the modules'), Adam state, shapes and hyperparameters."""
         agent, fused = self.agent, self.fused
+        optimizers = (agent.critic_optimizer, agent.actor_optimizer)
 
         def params(layers: list[nn.Module]) -> list[torch.Tensor]:
             return [p.detach() for layer in layers for p in (layer.weight, layer.bias)]
 
         def state(opt: torch.optim.Optimizer, owners: list[nn.Parameter]) -> tuple:
+            group = opt.param_groups[0]
+            if len(opt.param_groups) > 1 or group["amsgrad"] or group["maximize"] or group["weight_decay"]:
+                raise ValueError("the compiled SAC step runs plain Adam (one group, no amsgrad or weight decay)")
             states = [opt.state[p] for p in owners]
             steps = step_counters(states)
             return [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], steps[0]._base
@@ -237,7 +243,6 @@ class GraphUpdate:
         critic_owners = [p for layer in critic_layers for p in (layer.weight, layer.bias)]
         if agent.tune_alpha:
             actor_owners.append(agent.log_alpha)
-        group = agent.critic_optimizer.param_groups[0]
         shape = (
             tuple(isinstance(m, EnsembleLinear) for m in actor_layers),
             tuple(isinstance(m, EnsembleLinear) for m in critic_layers),
@@ -256,7 +261,7 @@ class GraphUpdate:
             state(agent.critic_optimizer, critic_owners),
             state(agent.actor_optimizer, actor_owners),
             shape,
-            (group["lr"], *group["betas"], group["eps"]),
+            *((g["lr"], *g["betas"], g["eps"]) for g in (opt.param_groups[0] for opt in optimizers)),
         )
 
     def ready(self) -> bool:
