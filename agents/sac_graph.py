@@ -227,9 +227,6 @@ class GraphUpdate:
         agent, fused = self.agent, self.fused
         optimizers = (agent.critic_optimizer, agent.actor_optimizer)
 
-        def params(layers: list[nn.Module]) -> list[torch.Tensor]:
-            return [p.detach() for layer in layers for p in (layer.weight, layer.bias)]
-
         def state(opt: torch.optim.Optimizer, owners: list[nn.Parameter]) -> tuple:
             group = opt.param_groups[0]
             if len(opt.param_groups) > 1 or group["amsgrad"] or group["maximize"] or group["weight_decay"]:
@@ -239,10 +236,7 @@ class GraphUpdate:
             return [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], steps[0]._base
 
         actor_layers, critic_layers = fused.actor.layers, fused.critic.layers
-        actor_owners = [p for layer in actor_layers for p in (layer.weight, layer.bias)]
-        critic_owners = [p for layer in critic_layers for p in (layer.weight, layer.bias)]
-        if agent.tune_alpha:
-            actor_owners.append(agent.log_alpha)
+        actor_owners = fused.actor.params + ([agent.log_alpha] if agent.tune_alpha else [])
         shape = (
             tuple(isinstance(m, EnsembleLinear) for m in actor_layers),
             tuple(isinstance(m, EnsembleLinear) for m in critic_layers),
@@ -255,10 +249,8 @@ class GraphUpdate:
             agent.log_alpha.detach(),
             (agent._from_env_offset, agent._inv_half_range),
             fused.entropy_target,
-            params(actor_layers),
-            params(critic_layers),
-            params(fused.target.layers),
-            state(agent.critic_optimizer, critic_owners),
+            *([p.detach() for p in net.params] for net in (fused.actor, fused.critic, fused.target)),
+            state(agent.critic_optimizer, fused.critic.params),
             state(agent.actor_optimizer, actor_owners),
             shape,
             *((g["lr"], *g["betas"], g["eps"]) for g in (opt.param_groups[0] for opt in optimizers)),
