@@ -18,9 +18,10 @@ from typing import Literal
 import torch
 
 from agents.advantages import explained_variance, standardize
-from agents.batch import Rollout
+from agents.batch import Metrics, Progress, Rollout
 from agents.config import require_positive
-from agents.on_policy import OnPolicyAgent, OnPolicyConfig, fused_kwargs
+from agents.on_policy import OnPolicyBase, OnPolicyConfig
+from agents.optim import adam, compiled, set_learning_rate
 from agents.schedules import scheduled
 
 
@@ -44,7 +45,7 @@ class A2CConfig(OnPolicyConfig):
         require_positive(self, "rmsprop_alpha", "optimizer_eps")
 
 
-class A2C(OnPolicyAgent):
+class A2C(OnPolicyBase):
     """The A2C agent: one synchronous gradient step per rollout."""
 
     config: A2CConfig
@@ -52,16 +53,17 @@ class A2C(OnPolicyAgent):
     def make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
         params = self.net.parameters()
+        # a compiled step reads the learning rate from a tensor, so that a schedule does not recompile it
+        lr = torch.tensor(cfg.learning_rate) if self.compile else cfg.learning_rate
+        self._gradient_step = compiled(self.gradient_step, self.compile, self.device)
         if cfg.optimizer == "adam":
-            return torch.optim.Adam(params, lr=cfg.learning_rate, eps=cfg.optimizer_eps, **fused_kwargs(self.device))
-        return torch.optim.RMSprop(
-            params, lr=cfg.learning_rate, alpha=cfg.rmsprop_alpha, eps=cfg.optimizer_eps, foreach=True
-        )
+            return adam(params, lr, self.device, self.compile, eps=cfg.optimizer_eps)
+        return torch.optim.RMSprop(params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.optimizer_eps, foreach=True)
 
-    def update(self, batch: Rollout, progress: float) -> dict[str, float | torch.Tensor]:
+    def update(self, batch: Rollout, progress: Progress) -> Metrics:
         cfg = self.config
-        lr = scheduled(cfg.learning_rate, cfg.lr_schedule, progress)
-        self.set_learning_rate(lr)
+        lr = scheduled(cfg.learning_rate, cfg.lr_schedule, progress.fraction)
+        set_learning_rate(self.optimizer, lr)
 
         advantages, returns = self.advantages(batch)
         L = self.chunk_length(batch.rewards.shape[0])
@@ -70,8 +72,27 @@ class A2C(OnPolicyAgent):
             states, starts = batch.states[::L].flatten(0, 1), self.chunk(batch.starts, L)
         else:
             states = starts = None
-        log_probs, entropy, values = self.evaluate_chunks(obs, actions, states, starts)
         advantages, returns = self.chunk(advantages, L).flatten(), self.chunk(returns, L).flatten()
+        losses = self._gradient_step(obs, actions, states, starts, advantages, returns)
+        metrics = dict(zip(("losses/policy_loss", "losses/value_loss", "losses/entropy"), losses, strict=True))
+        metrics["losses/explained_variance"] = explained_variance(self.chunk(batch.values, L).flatten(), returns)
+        metrics["charts/learning_rate"] = lr
+        self.finish_update(batch)
+        return metrics
+
+    def gradient_step(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        states: torch.Tensor | None,
+        starts: torch.Tensor | None,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+    ) -> torch.Tensor:
+        """A2C's one step on chunks [L, C, ...] with their advantages and returns [L*C]; returns
+        the policy, value and entropy terms [3]."""
+        cfg = self.config
+        log_probs, entropy, values = self.evaluate_chunks(obs, actions, states, starts)
         if cfg.normalize_advantage and advantages.numel() > 1:
             advantages = standardize(advantages)
         policy_loss = -(advantages * log_probs).mean()
@@ -85,10 +106,4 @@ class A2C(OnPolicyAgent):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(self.net.parameters()), cfg.max_grad_norm, foreach=True)
         self.optimizer.step()
-
-        losses = torch.stack([policy_loss, value_loss, entropy_mean]).detach()
-        metrics = dict(zip(("losses/policy_loss", "losses/value_loss", "losses/entropy"), losses, strict=True))
-        metrics["losses/explained_variance"] = explained_variance(self.chunk(batch.values, L).flatten(), returns)
-        metrics["charts/learning_rate"] = lr
-        self.finish_update(batch)
-        return metrics
+        return torch.stack([policy_loss, value_loss, entropy_mean]).detach()

@@ -9,6 +9,9 @@ from typing import NamedTuple
 
 import torch
 
+Metrics = dict[str, float | torch.Tensor]
+"""What `update` returns: floats or 0-d tensors left on the device (read once per log)."""
+
 
 class Rollout(NamedTuple):
     """A time-major on-policy segment collected by `runners.rollout.OnPolicyCollector`."""
@@ -24,3 +27,28 @@ class Rollout(NamedTuple):
     #                            observation where the episode was truncated, obs[t + 1] otherwise
     states: torch.Tensor | None = None  # [T, N, S, H] recurrent state before each step (before resets)
     starts: torch.Tensor | None = None  # [T, N] bool: the step begins an episode (state zeroed first)
+
+
+class Transitions(NamedTuple):
+    """A minibatch sampled from replay storage (`runners.replay.ReplayBuffer.sample`): the
+    target of sample i is rewards[i] + discounts[i] * V(next_obs[i])."""
+
+    obs: torch.Tensor  # [B, *obs_shape]
+    actions: torch.Tensor  # [B, *action_shape] as the env received them
+    rewards: torch.Tensor  # [B] n-step discounted reward sums
+    discounts: torch.Tensor  # [B] gamma^m, 0 where the window ended in a termination
+    next_obs: torch.Tensor  # [B, *obs_shape] the observation to bootstrap from
+    weights: torch.Tensor  # [B] importance weights (ones for uniform sampling)
+    indices: torch.Tensor  # [B] the buffer's slots, for its priority updates
+
+
+class Progress(NamedTuple):
+    """Where training stands: env steps collected so far (summed over envs) out of the budget."""
+
+    step: int
+    total_steps: int
+
+    @property
+    def fraction(self) -> float:
+        """0 at the start, 1 at the budget: what schedules (learning rate, epsilon, ...) read."""
+        return min(1.0, self.step / self.total_steps)

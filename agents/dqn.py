@@ -22,9 +22,10 @@ import gymnasium as gym
 import torch
 from torch import nn
 
+from agents.batch import Metrics, Progress, Transitions
 from agents.config import require, require_fraction, require_positive
-from agents.off_policy import OffPolicyAgent, OffPolicyConfig, polyak_update, target_copy
-from agents.on_policy import fused_kwargs
+from agents.off_policy import OffPolicyBase, OffPolicyConfig
+from agents.optim import adam, compiled, polyak_update, target_copy
 from networks import NetworkConfig
 from networks.builder import build_q_network
 
@@ -62,27 +63,17 @@ class DQNConfig(OffPolicyConfig):
     """Double Q-learning: the online network picks the next action, the target network values it."""
     dueling: bool = False
     """Dueling head: separate value and advantage streams in the last hidden layer."""
-    prioritized: bool = False
-    """Prioritised experience replay (proportional, sum-tree)."""
-    per_alpha: float = 0.6
-    """How much prioritisation is used (0: uniform)."""
-    per_beta: float = 0.4
-    """Importance-sampling exponent at the start, annealed linearly to 1 over training."""
-    per_eps: float = 1e-6
-    """Added to |TD error| so that no transition gets priority 0."""
     network: NetworkConfig = field(default_factory=dqn_network)
     """Q-network architecture."""
 
     def validate(self) -> None:
         super().validate()
-        require_positive(self, "target_update_interval", "max_grad_norm", "per_eps")
-        require_fraction(
-            self, "exploration_fraction", "exploration_initial_eps", "exploration_final_eps", "per_alpha", "per_beta"
-        )
+        require_positive(self, "target_update_interval", "max_grad_norm")
+        require_fraction(self, "exploration_fraction", "exploration_initial_eps", "exploration_final_eps")
         require(not self.dueling or len(self.network.hidden_sizes) >= 1, "dueling", "used with hidden layers", True)
 
 
-class DQN(OffPolicyAgent):
+class DQN(OffPolicyBase):
     """The DQN agent; see the module docstring."""
 
     config: DQNConfig
@@ -95,13 +86,15 @@ class DQN(OffPolicyAgent):
         num_envs: int,
         device: torch.device | str = "cpu",
         seed: int = 0,
+        compile: bool = False,
     ):
-        super().__init__(config, observation_space, action_space, num_envs, device, seed)
-        self.prioritized = config.prioritized
+        super().__init__(config, observation_space, action_space, num_envs, device, seed, compile)
         self.q_net = build_q_network(observation_space, action_space, config.network, config.dueling).to(self.device)
         self.q_target = target_copy(self.q_net)
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.learning_rate, **fused_kwargs(self.device))
+        self.optimizer = adam(self.q_net.parameters(), config.learning_rate, self.device, compile)
         self.target_updates = 0  # target updates done so far, one per target_update_interval env steps
+        self._params = list(self.q_net.parameters())
+        self._gradient_step = compiled(self.gradient_step, compile, self.device)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"q_net": self.q_net, "q_target": self.q_target}
@@ -110,6 +103,7 @@ class DQN(OffPolicyAgent):
         return {"optimizer": self.optimizer}
 
     def epsilon(self, progress: float) -> float:
+        """Epsilon at the fraction `progress` of training."""
         cfg = self.config
         fraction = min(1.0, progress / cfg.exploration_fraction) if cfg.exploration_fraction > 0 else 1.0
         return cfg.exploration_initial_eps + fraction * (cfg.exploration_final_eps - cfg.exploration_initial_eps)
@@ -122,8 +116,8 @@ class DQN(OffPolicyAgent):
         explore = torch.rand(n, generator=generator, device=self.device) < epsilon
         return torch.where(explore, random, greedy)
 
-    def explore(self, obs: torch.Tensor, progress: float) -> torch.Tensor:
-        return self._epsilon_greedy(obs, self.epsilon(progress), self.generator)
+    def explore(self, obs: torch.Tensor, progress: Progress) -> torch.Tensor:
+        return self._epsilon_greedy(obs, self.epsilon(progress.fraction), self.generator)
 
     @torch.no_grad()
     def predict(
@@ -133,45 +127,50 @@ class DQN(OffPolicyAgent):
             return self.q_net(obs).argmax(dim=-1)
         return self._epsilon_greedy(obs, self.config.exploration_final_eps, generator or self.generator)
 
-    def _sync_target(self, global_step: int) -> None:
-        due = global_step // self.config.target_update_interval - self.target_updates
+    def _sync_target(self, env_steps: int) -> None:
+        """Bring the target network up to date: one update per target_update_interval env steps."""
+        due = env_steps // self.config.target_update_interval - self.target_updates
         if due > 0:
             # k updates in a row toward the same online weights: one of weight 1 - (1 - tau)^k
             tau = 1.0 - (1.0 - self.config.tau) ** due
-            polyak_update(list(self.q_target.parameters()), list(self.q_net.parameters()), tau)
+            polyak_update(list(self.q_target.parameters()), self._params, tau)
             self.target_updates += due
 
-    def train(self, buffer: Any, gradient_steps: int, progress: float, global_step: int) -> dict[str, Any]:
-        cfg = self.config
-        self._sync_target(global_step)
-        beta = cfg.per_beta + (1.0 - cfg.per_beta) * progress
-        params = list(self.q_net.parameters())
-        for _ in range(gradient_steps):
-            batch = buffer.sample(cfg.batch_size, self.generator, beta)
-            with torch.no_grad():
-                next_q = self.q_target(batch.next_obs)
-                if cfg.double_q:
-                    best = self.q_net(batch.next_obs).argmax(dim=-1, keepdim=True)
-                    next_value = next_q.gather(1, best).squeeze(1)
-                else:
-                    next_value = next_q.max(dim=-1).values
-                target = batch.rewards + batch.discounts * next_value
-            q = self.q_net(batch.obs)
-            q_taken = q.gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
-            td = q_taken - target
-            loss = (nn.functional.smooth_l1_loss(q_taken, target, reduction="none") * batch.weights).mean()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
-            self.optimizer.step()
-            if self.prioritized:
-                buffer.update_priorities(batch.indices, td)
-        self.gradient_steps += gradient_steps
-        return {
-            "losses/td_loss": loss.detach(),
-            "losses/q_values": q_taken.detach().mean(),
-            "charts/epsilon": self.epsilon(progress),
-        }
+    def update(self, batch: Transitions, progress: Progress) -> tuple[Metrics, torch.Tensor]:
+        self._sync_target(progress.step)
+        metrics, td_errors = self._gradient_step(
+            batch.obs, batch.actions, batch.rewards, batch.discounts, batch.next_obs, batch.weights
+        )
+        self.gradient_steps += 1
+        metrics["charts/epsilon"] = self.epsilon(progress.fraction)
+        return metrics, td_errors
+
+    def gradient_step(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        discounts: torch.Tensor,
+        next_obs: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> tuple[Metrics, torch.Tensor]:
+        """One step of the weighted Huber loss between Q(s, a) and the (double) Q-learning target."""
+        with torch.no_grad():
+            next_q = self.q_target(next_obs)
+            if self.config.double_q:  # the online net picks the action, the target net values it
+                best = self.q_net(next_obs).argmax(dim=-1, keepdim=True)
+                next_value = next_q.gather(1, best).squeeze(1)
+            else:
+                next_value = next_q.max(dim=-1).values
+            target = rewards + discounts * next_value
+        q_taken = self.q_net(obs).gather(1, actions.long().unsqueeze(1)).squeeze(1)
+        loss = (nn.functional.smooth_l1_loss(q_taken, target, reduction="none") * weights).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self._params, self.config.max_grad_norm, foreach=True)
+        self.optimizer.step()
+        metrics = {"losses/td_loss": loss.detach(), "losses/q_values": q_taken.detach().mean()}
+        return metrics, (q_taken - target).detach()
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "target_updates": self.target_updates}

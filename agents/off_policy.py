@@ -1,16 +1,18 @@
 """What DQN, SAC and TD3/DDPG share: config fields, action scaling, target networks and state.
 
 An off-policy agent owns its networks, target networks, optimisers and the random
-generator it explores and samples minibatches with. The runner fills a replay buffer
-with `random_action` during warm-up and `explore` after it, and calls
-`train(buffer, gradient_steps, progress, global_step)` as the update-to-data ratio asks.
+generator it explores with (the runner samples minibatches with it too). The runner fills
+its replay buffer with `random_action` during warm-up and `explore` after it, samples a
+`Transitions` minibatch for each gradient step the update-to-data ratio asks for, and calls
+`update(batch, progress)`, which returns metrics and the batch's TD errors (the runner
+writes them into the buffer's priorities when it samples by priority); see
+`agents.interface.OffPolicyAgent`.
 Continuous agents act in [-1, 1]^A internally and rescale to the env's bounds at the
 boundary (`to_env`, `from_env`); the buffer stores the env's actions.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
+from agents.batch import Metrics, Progress, Transitions
 from agents.config import require, require_fraction, require_non_negative, require_positive
 from networks import NetworkConfig
 
@@ -50,6 +53,15 @@ class OffPolicyConfig:
     """Update-to-data ratio: gradient steps per env step collected, run at each training phase."""
     n_step: int = 1
     """Bootstrap from n-step returns (windows cut at episode ends)."""
+    prioritized: bool = False
+    """Prioritised experience replay (Schaul et al. 2016: proportional, sum-tree): sample by
+    TD error, weight the loss by importance weights."""
+    per_alpha: float = 0.6
+    """How much prioritisation is used (0: uniform)."""
+    per_beta: float = 0.4
+    """Importance-sampling exponent at the start, annealed linearly to 1 over training."""
+    per_eps: float = 1e-6
+    """Added to |TD error| so that no transition gets priority 0."""
     network: NetworkConfig = field(default_factory=off_policy_network)
     """Network architecture."""
 
@@ -59,15 +71,14 @@ class OffPolicyConfig:
         require_fraction(self, "gamma")
         require(0.0 < self.tau <= 1.0, "tau", "in (0, 1]", self.tau)
         require(self.n_step <= 1000, "n_step", "at most 1000", self.n_step)
+        require_positive(self, "per_eps")
+        require_fraction(self, "per_alpha", "per_beta")
         sizes = self.network.hidden_sizes
         require(len(sizes) > 0 and all(s > 0 for s in sizes), "hidden_sizes", "positive layer widths", sizes)
 
 
-class OffPolicyAgent:
+class OffPolicyBase:
     """Spaces, action scaling, random actions and checkpoint state shared by DQN, SAC and TD3."""
-
-    prioritized = False
-    """Whether the replay buffer should sample by priority (and `train` update priorities)."""
 
     def __init__(
         self,
@@ -77,8 +88,10 @@ class OffPolicyAgent:
         num_envs: int,
         device: torch.device | str = "cpu",
         seed: int = 0,
+        compile: bool = False,
     ):
         config.validate()
+        self.compile = compile  # run the gradient step through torch.compile (agents.optim.compiled)
         self.config = config
         self.device = torch.device(device)
         self.observation_space, self.action_space = observation_space, action_space
@@ -110,7 +123,7 @@ class OffPolicyAgent:
         """The env's [low, high] -> [-1, 1]."""
         return torch.addcmul(self._from_env_offset, action, self._inv_half_range)
 
-    def explore(self, obs: torch.Tensor, progress: float) -> torch.Tensor:
+    def explore(self, obs: torch.Tensor, progress: Progress) -> torch.Tensor:
         """Actions to collect data with, for raw observations [N, ...]."""
         raise NotImplementedError
 
@@ -121,9 +134,9 @@ class OffPolicyAgent:
         raise NotImplementedError
 
     # ------------------------------------------------------------ learning
-    def train(self, buffer: Any, gradient_steps: int, progress: float, global_step: int) -> dict[str, Any]:
-        """Take `gradient_steps` gradient steps on minibatches from `buffer`; metrics as floats or
-        0-d device tensors."""
+    def update(self, batch: Transitions, progress: Progress) -> tuple[Metrics, torch.Tensor]:
+        """One gradient step on a sampled minibatch: metrics (floats or 0-d device tensors) and
+        the TD errors [B] of the batch."""
         raise NotImplementedError
 
     def modules(self) -> dict[str, nn.Module]:
@@ -151,86 +164,3 @@ class OffPolicyAgent:
         if state.get("generator_device") == self.device.type:
             self.generator.set_state(state["generator"])
         self.gradient_steps = int(state["gradient_steps"])
-
-
-def target_copy(net: nn.Module) -> nn.Module:
-    """A frozen copy of `net` to serve as its target network."""
-    target = copy.deepcopy(net)
-    target.requires_grad_(False)
-    return target
-
-
-@torch.no_grad()
-def polyak_update(target: list[torch.Tensor], online: list[torch.Tensor], tau: float) -> None:
-    """target <- (1 - tau) target + tau online, one fused kernel per tensor list."""
-    if tau >= 1.0:
-        torch._foreach_copy_(target, online)
-    else:
-        torch._foreach_lerp_(target, online, tau)
-
-
-def step_counters(states: list[dict]) -> list[torch.Tensor]:
-    """The optimiser states' step counts as views of one tensor (made so the first time, and
-    again after a checkpoint load gives them storage of their own), so that one `add_` counts a
-    step for every parameter where `_foreach_add_` costs five times as much. Each state keeps a
-    tensor of its own, which `Optimizer.step` and `state_dict` treat as before."""
-    steps = [state["step"] for state in states]
-    base = steps[0]._base
-    if base is None or base.shape != (len(steps),) or any(s._base is not base for s in steps):
-        steps = list(torch.stack(steps).unbind())
-        for state, step in zip(states, steps, strict=True):
-            state["step"] = step
-    return steps
-
-
-@torch.no_grad()
-def adam_step(optimizer: torch.optim.Adam) -> None:
-    """`optimizer.step()` for a fused Adam, without the per-call Python around the kernel
-    (hooks, profiler records, regrouping tensors by device): the same `_fused_adam_` kernel on
-    the optimiser's own state, so checkpoints are unchanged. The first step, or an optimiser
-    set up otherwise (several groups, amsgrad, ...) or off the CPU, goes through `optimizer.step()`."""
-    groups = optimizer.param_groups
-    group = groups[0]
-    params = [p for p in group["params"] if p.grad is not None]
-    states = [optimizer.state.get(p) for p in params]
-    plain = not (group["amsgrad"] or group["maximize"] or group.get("decoupled_weight_decay"))
-    cpu = bool(params) and params[0].device.type == "cpu"
-    if not cpu or len(groups) > 1 or not group["fused"] or not plain or not all(states):
-        optimizer.step()
-        return
-    steps = step_counters(states)
-    steps[0]._base.add_(1)  # every parameter's step count, in one operation
-    beta1, beta2 = group["betas"]
-    torch._fused_adam_(
-        params,
-        [p.grad for p in params],
-        [state["exp_avg"] for state in states],
-        [state["exp_avg_sq"] for state in states],
-        [],
-        steps,
-        amsgrad=False,
-        lr=group["lr"],
-        beta1=beta1,
-        beta2=beta2,
-        weight_decay=group["weight_decay"],
-        eps=group["eps"],
-        maximize=False,
-        grad_scale=None,
-        found_inf=None,
-    )
-
-
-class frozen:
-    """Context manager: `module`'s parameters need no gradient inside (the actor's loss
-    backpropagates through the critic to the actions without computing critic gradients)."""
-
-    def __init__(self, module: nn.Module):
-        self.params = list(module.parameters())
-
-    def __enter__(self) -> None:
-        for p in self.params:
-            p.requires_grad_(False)
-
-    def __exit__(self, *exc: object) -> None:
-        for p in self.params:
-            p.requires_grad_(True)

@@ -2,7 +2,7 @@
 
 An on-policy agent owns its actor-critic network, its optimiser, its normalisers and
 the random generator it samples actions with. Runners call `act` and `value` while
-collecting a `Rollout`, then `update(rollout, progress)`.
+collecting a `Rollout`, then `update(rollout, progress)` (`agents.interface.OnPolicyAgent`).
 
 With a recurrent network (`--recurrent lstm|gru`) `act` and `value` also take the
 recurrent state and the episode starts, and updates learn from sequences: the rollout is
@@ -19,7 +19,7 @@ import gymnasium as gym
 import torch
 
 from agents.advantages import compute_gae
-from agents.batch import Rollout
+from agents.batch import Metrics, Progress, Rollout
 from agents.config import ConfigError, require, require_fraction, require_non_negative, require_positive
 from agents.normalize import ObservationNormalizer, RewardScaler
 from agents.schedules import Schedule
@@ -79,7 +79,7 @@ class OnPolicyConfig:
             )
 
 
-class OnPolicyAgent:
+class OnPolicyBase:
     """Acting, value estimates, normalisation, advantages and state shared by PPO and A2C."""
 
     def __init__(
@@ -90,10 +90,13 @@ class OnPolicyAgent:
         num_envs: int,
         device: torch.device | str = "cpu",
         seed: int = 0,
+        compile: bool = False,
     ):
         config.validate()
         self.config = config
         self.device = torch.device(device)
+        self.compile = compile  # run the gradient step through torch.compile (agents.optim.compiled)
+        self.n_steps = config.n_steps
         self.net = build_actor_critic(observation_space, action_space, config.network).to(self.device)
         self.recurrent = isinstance(self.net, RecurrentActorCritic)
         self.generator = torch.Generator(self.device).manual_seed(seed)
@@ -188,12 +191,8 @@ class OnPolicyAgent:
         if self.obs_normalizer is not None:
             self.obs_normalizer.update(batch.obs.flatten(0, 1))
 
-    def set_learning_rate(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    def update(self, batch: Rollout, progress: float) -> dict[str, float | torch.Tensor]:
-        """Learn from one rollout; `progress` in [0, 1] drives the schedules. Returns metrics as
+    def update(self, batch: Rollout, progress: Progress) -> Metrics:
+        """Learn from one rollout; `progress.fraction` drives the schedules. Returns metrics as
         floats or 0-d tensors (left on the device: the trainer reads them only when it logs)."""
         raise NotImplementedError
 
@@ -219,8 +218,3 @@ class OnPolicyAgent:
             self.obs_normalizer.load_state_dict(state["obs_normalizer"])
         if self.reward_scaler is not None:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
-
-
-def fused_kwargs(device: torch.device) -> dict[str, bool]:
-    """Use the fused optimiser kernels where torch has them (CPU and CUDA): one kernel per step."""
-    return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import torch
 
 from agents.advantages import explained_variance, standardize
-from agents.batch import Rollout
+from agents.batch import Metrics, Progress, Rollout
 from agents.config import require, require_positive
-from agents.on_policy import OnPolicyAgent, OnPolicyConfig, fused_kwargs
+from agents.on_policy import OnPolicyBase, OnPolicyConfig
+from agents.optim import adam, compiled, set_learning_rate
 from agents.schedules import Schedule, scheduled
 
 
@@ -51,22 +52,26 @@ class PPOConfig(OnPolicyConfig):
             require(value is None or value > 0, name, "positive or none", value)
 
 
-class PPO(OnPolicyAgent):
+class PPO(OnPolicyBase):
     """The PPO agent: acts with its actor-critic and learns from on-policy rollouts."""
 
     config: PPOConfig
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
-        return torch.optim.Adam(
-            self.net.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps, **fused_kwargs(self.device)
-        )
+        # a compiled step reads the learning rate from a tensor, so that a schedule does not recompile it
+        lr = torch.tensor(cfg.learning_rate) if self.compile else cfg.learning_rate
+        optimizer = adam(self.net.parameters(), lr, self.device, self.compile, eps=cfg.adam_eps)
+        self._losses = compiled(self.losses, self.compile, self.device)
+        self._optimizer_step = compiled(self.optimizer_step, self.compile, self.device)
+        return optimizer
 
-    def update(self, batch: Rollout, progress: float) -> dict[str, float | torch.Tensor]:
+    def update(self, batch: Rollout, progress: Progress) -> Metrics:
         cfg = self.config
-        lr = scheduled(cfg.learning_rate, cfg.lr_schedule, progress)
-        clip = scheduled(cfg.clip_range, cfg.clip_schedule, progress)
-        self.set_learning_rate(lr)
+        lr = scheduled(cfg.learning_rate, cfg.lr_schedule, progress.fraction)
+        clip = scheduled(cfg.clip_range, cfg.clip_schedule, progress.fraction)
+        set_learning_rate(self.optimizer, lr)
+        clip_t = torch.tensor(clip, device=self.device)  # a tensor: a compiled loss is not recompiled per value
 
         advantages, returns = self.advantages(batch)  # [T, N]
         # Work on chunks [L, C]: single transitions (L=1, C=T*N) for feed-forward networks,
@@ -92,7 +97,6 @@ class PPO(OnPolicyAgent):
             sequences[4] = standardize(sequences[4])
 
         history = []  # per minibatch: policy, value, entropy losses, approx KL, clip fraction
-        params = list(self.net.parameters())
         stopped_early = False
         for _ in range(cfg.n_epochs):
             if full_batch:
@@ -105,36 +109,13 @@ class PPO(OnPolicyAgent):
                 ]
             for mb, mb_states in minibatches:
                 mb_starts = mb[6] if self.recurrent else None
-                log_probs, entropy, values = self.evaluate_chunks(mb[0], mb[1], mb_states, mb_starts)
-                mb_old_log_probs, mb_old_values, adv, target = (x.flatten() for x in mb[2:6])
-                log_ratio = log_probs - mb_old_log_probs
-                ratio = log_ratio.exp()
-                if standardize_each and adv.numel() > 1:
-                    adv = standardize(adv)
-                policy_loss = -torch.min(adv * ratio, adv * ratio.clamp(1.0 - clip, 1.0 + clip)).mean()
-
-                value_loss = (values - target).square()
-                if cfg.clip_range_vf is not None:
-                    old = mb_old_values
-                    clipped = old + (values - old).clamp(-cfg.clip_range_vf, cfg.clip_range_vf)
-                    value_loss = torch.max(value_loss, (clipped - target).square())
-                value_loss = value_loss.mean()
-                entropy_mean = entropy.mean()
-                loss = policy_loss + cfg.vf_coef * value_loss
-                if cfg.ent_coef:  # with a zero weight, keep the entropy out of the backward pass
-                    loss = loss - cfg.ent_coef * entropy_mean
-
-                with torch.no_grad():
-                    approx_kl = ((ratio - 1.0) - log_ratio).mean()  # Schulman's low-variance estimator
-                    clip_fraction = ((ratio - 1.0).abs() > clip).float().mean()
-                    stats = torch.stack([policy_loss, value_loss, entropy_mean, approx_kl, clip_fraction])
-                if cfg.target_kl is not None and approx_kl.item() > 1.5 * cfg.target_kl:
-                    stopped_early = True
+                loss, stats = self._losses(*mb[:6], mb_states, mb_starts, clip_t, standardize_each)
+                if cfg.target_kl is not None and stats[3].item() > 1.5 * cfg.target_kl:
+                    stopped_early = True  # this minibatch's step is not taken
                     break
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
-                self.optimizer.step()
+                self._optimizer_step()
                 history.append(stats)
             if stopped_early:
                 break
@@ -147,3 +128,48 @@ class PPO(OnPolicyAgent):
         metrics["losses/explained_variance"] = explained_variance(old_values, returns)
         self.finish_update(batch)
         return metrics
+
+    def losses(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        old_log_probs: torch.Tensor,
+        old_values: torch.Tensor,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        states: torch.Tensor | None,
+        starts: torch.Tensor | None,
+        clip: torch.Tensor,
+        standardize_advantages: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """PPO's loss on one minibatch of chunks [L, C, ...], and its statistics [5]: policy,
+        value and entropy terms, approximate KL and clip fraction."""
+        cfg = self.config
+        log_probs, entropy, values = self.evaluate_chunks(obs, actions, states, starts)
+        old_log_probs, old_values, adv, target = (x.flatten() for x in (old_log_probs, old_values, advantages, returns))
+        log_ratio = log_probs - old_log_probs
+        ratio = log_ratio.exp()
+        if standardize_advantages and adv.numel() > 1:
+            adv = standardize(adv)
+        policy_loss = -torch.min(adv * ratio, adv * ratio.clamp(1.0 - clip, 1.0 + clip)).mean()
+
+        value_loss = (values - target).square()
+        if cfg.clip_range_vf is not None:  # the value may move at most clip_range_vf from its old estimate
+            clipped = old_values + (values - old_values).clamp(-cfg.clip_range_vf, cfg.clip_range_vf)
+            value_loss = torch.max(value_loss, (clipped - target).square())
+        value_loss = value_loss.mean()
+        entropy_mean = entropy.mean()
+        loss = policy_loss + cfg.vf_coef * value_loss
+        if cfg.ent_coef:  # with a zero weight, keep the entropy out of the backward pass
+            loss = loss - cfg.ent_coef * entropy_mean
+
+        with torch.no_grad():
+            approx_kl = ((ratio - 1.0) - log_ratio).mean()  # Schulman's low-variance estimator
+            clip_fraction = ((ratio - 1.0).abs() > clip).float().mean()
+            stats = torch.stack([policy_loss, value_loss, entropy_mean, approx_kl, clip_fraction])
+        return loss, stats.detach()
+
+    def optimizer_step(self) -> None:
+        """Clip the global gradient norm, then step the optimiser."""
+        torch.nn.utils.clip_grad_norm_(list(self.net.parameters()), self.config.max_grad_norm, foreach=True)
+        self.optimizer.step()

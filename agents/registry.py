@@ -1,12 +1,14 @@
-"""The algorithms `drl train` knows, by name: each with its config, agent class and the
-action spaces it can act in. Add an algorithm by adding one entry here."""
+"""The algorithms `drl train` knows, by name: each with its config, agent class, the runner
+loop that drives it and the action spaces it can act in. Add an algorithm by adding one
+entry here, or from your own code with `register_algorithm`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import gymnasium as gym
+import torch
 
 from agents.a2c import A2C, A2CConfig
 from agents.config import ConfigError
@@ -14,6 +16,7 @@ from agents.dqn import DQN, DQNConfig
 from agents.ppo import PPO, PPOConfig
 from agents.sac import SAC, SACConfig
 from agents.td3 import TD3, DDPGConfig, TD3Config
+from networks import UnsupportedSpaceError
 
 
 @dataclass(frozen=True)
@@ -23,9 +26,30 @@ class AlgorithmSpec:
     name: str
     summary: str
     config_cls: type
+    """The config dataclass: a docstring under each field, `validate()` raising ConfigError."""
     agent_cls: type
+    """Called as agent_cls(config, observation_space, action_space, num_envs, device, seed,
+    compile); its instances satisfy agents.interface.OnPolicyAgent or OffPolicyAgent (`kind`)."""
     kind: Literal["on_policy", "off_policy"]
+    """Which runner loop drives it: rollouts (on_policy) or replay (off_policy)."""
     action_spaces: tuple[type[gym.Space], ...]
+
+    def make_agent(
+        self,
+        config: Any,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        num_envs: int,
+        device: torch.device,
+        seed: int,
+        compile: bool = False,
+    ) -> Any:
+        """A new agent for these spaces (weights from torch's global RNG); a ConfigError when
+        it cannot read them (`check_action_space` says first whether it can act in them)."""
+        try:
+            return self.agent_cls(config, observation_space, action_space, num_envs, device, seed, compile)
+        except UnsupportedSpaceError as exc:
+            raise ConfigError(str(exc)) from None
 
     def check_action_space(self, space: gym.Space, env_id: str) -> None:
         """Raise ConfigError when this algorithm cannot act in `space`."""
@@ -74,6 +98,13 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         ),
     )
 }
+
+
+def register_algorithm(spec: AlgorithmSpec, replace: bool = False) -> None:
+    """Make `spec` known to `drl train` and the trainer under `spec.name`."""
+    if spec.name in ALGORITHMS and not replace:
+        raise ValueError(f"an algorithm named {spec.name!r} is registered already")
+    ALGORITHMS[spec.name] = spec
 
 
 def get_algorithm(name: str) -> AlgorithmSpec:

@@ -15,15 +15,15 @@ Stable-Baselines3; `drl train ddpg` selects it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import gymnasium as gym
 import torch
 from torch import nn
 
+from agents.batch import Metrics, Progress, Transitions
 from agents.config import require_non_negative, require_positive
-from agents.off_policy import OffPolicyAgent, OffPolicyConfig, frozen, polyak_update, target_copy
-from agents.on_policy import fused_kwargs
+from agents.off_policy import OffPolicyBase, OffPolicyConfig
+from agents.optim import adam, compiled, detached_call, polyak_update, target_copy
 from networks import NetworkConfig
 from networks.builder import build_actor, build_critic
 
@@ -73,7 +73,7 @@ class DDPGConfig(TD3Config):
     """Critics in the ensemble."""
 
 
-class TD3(OffPolicyAgent):
+class TD3(OffPolicyBase):
     """The TD3 (or, with DDPGConfig, DDPG) agent; see the module docstring."""
 
     config: TD3Config
@@ -86,18 +86,20 @@ class TD3(OffPolicyAgent):
         num_envs: int,
         device: torch.device | str = "cpu",
         seed: int = 0,
+        compile: bool = False,
     ):
-        super().__init__(config, observation_space, action_space, num_envs, device, seed)
+        super().__init__(config, observation_space, action_space, num_envs, device, seed, compile)
         net = config.network
         self.actor = build_actor(observation_space, action_space, net, squashed_gaussian=False).to(self.device)
         self.actor_target = target_copy(self.actor)
         self.critic = build_critic(observation_space, action_space, net, config.n_critics).to(self.device)
         self.critic_target = target_copy(self.critic)
-        fused = fused_kwargs(self.device)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.learning_rate, **fused)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.learning_rate, **fused)
+        self.actor_optimizer = adam(self.actor.parameters(), config.learning_rate, self.device, compile)
+        self.critic_optimizer = adam(self.critic.parameters(), config.learning_rate, self.device, compile)
         self._online = list(self.actor.parameters()) + list(self.critic.parameters())
         self._targets = list(self.actor_target.parameters()) + list(self.critic_target.parameters())
+        self._critic_step = compiled(self.critic_step, compile, self.device)
+        self._actor_step = compiled(self.actor_step, compile, self.device)
 
     def modules(self) -> dict[str, nn.Module]:
         return {
@@ -110,17 +112,15 @@ class TD3(OffPolicyAgent):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor_optimizer": self.actor_optimizer, "critic_optimizer": self.critic_optimizer}
 
-    def _noisy(self, action: torch.Tensor, std: float, clip: float | None, generator: torch.Generator) -> torch.Tensor:
-        noise = torch.randn(action.shape, generator=generator, device=action.device) * std
-        if clip is not None:
-            noise = noise.clamp(-clip, clip)
-        return (action + noise).clamp(-1.0, 1.0)
+    def _noisy(self, action: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        noise = torch.randn(action.shape, generator=generator, device=action.device)
+        return (action + self.config.exploration_noise * noise).clamp(-1.0, 1.0)
 
     @torch.no_grad()
-    def explore(self, obs: torch.Tensor, progress: float) -> torch.Tensor:
+    def explore(self, obs: torch.Tensor, progress: Progress) -> torch.Tensor:
         action = self.actor(obs)
         if self.config.exploration_noise > 0:
-            action = self._noisy(action, self.config.exploration_noise, None, self.generator)
+            action = self._noisy(action, self.generator)
         return self.to_env(action)
 
     @torch.no_grad()
@@ -129,36 +129,61 @@ class TD3(OffPolicyAgent):
     ) -> torch.Tensor:
         action = self.actor(obs)
         if not deterministic and self.config.exploration_noise > 0:
-            action = self._noisy(action, self.config.exploration_noise, None, generator or self.generator)
+            action = self._noisy(action, generator or self.generator)
         return self.to_env(action)
 
-    def train(self, buffer: Any, gradient_steps: int, progress: float, global_step: int) -> dict[str, Any]:
+    def update(self, batch: Transitions, progress: Progress) -> tuple[Metrics, torch.Tensor]:
         cfg = self.config
-        metrics: dict[str, Any] = {}
-        for _ in range(gradient_steps):
-            self.gradient_steps += 1
-            batch = buffer.sample(cfg.batch_size, self.generator)
-            with torch.no_grad():
-                next_actions = self.actor_target(batch.next_obs)
-                if cfg.target_policy_noise > 0:
-                    next_actions = self._noisy(
-                        next_actions, cfg.target_policy_noise, cfg.target_noise_clip, self.generator
-                    )
-                next_q = self.critic_target(batch.next_obs, next_actions).min(dim=0).values
-                target = batch.rewards + batch.discounts * next_q
-            q = self.critic(batch.obs, self.from_env(batch.actions))
-            critic_loss = (q - target).square().mean(dim=1).sum()
-            self.critic_optimizer.zero_grad(set_to_none=True)
-            critic_loss.backward()
-            self.critic_optimizer.step()
-            metrics["losses/critic_loss"] = critic_loss.detach()
+        self.gradient_steps += 1
+        noise = None  # target policy smoothing: drawn here, from the agent's generator
+        if cfg.target_policy_noise > 0:
+            noise = torch.randn(batch.actions.shape, generator=self.generator, device=self.device)
+        metrics, td_errors = self._critic_step(
+            batch.obs,
+            self.from_env(batch.actions),
+            batch.rewards,
+            batch.discounts,
+            batch.next_obs,
+            batch.weights,
+            noise,
+        )
+        if self.gradient_steps % cfg.policy_delay == 0:
+            metrics["losses/actor_loss"] = self._actor_step(batch.obs)
+            polyak_update(self._targets, self._online, cfg.tau)
+        return metrics, td_errors
 
-            if self.gradient_steps % cfg.policy_delay == 0:
-                with frozen(self.critic):
-                    actor_loss = -self.critic(batch.obs, self.actor(batch.obs))[0].mean()
-                self.actor_optimizer.zero_grad(set_to_none=True)
-                actor_loss.backward()
-                self.actor_optimizer.step()
-                polyak_update(self._targets, self._online, cfg.tau)
-                metrics["losses/actor_loss"] = actor_loss.detach()
-        return metrics
+    def critic_step(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        discounts: torch.Tensor,
+        next_obs: torch.Tensor,
+        weights: torch.Tensor,
+        noise: torch.Tensor | None,
+    ) -> tuple[Metrics, torch.Tensor]:
+        """The critics' step on a batch [B, ...] with actions in [-1, 1]^A; `noise` [B, A] is a
+        standard normal draw for target policy smoothing (none: no smoothing)."""
+        cfg = self.config
+        with torch.no_grad():
+            next_actions = self.actor_target(next_obs)
+            if noise is not None:
+                smoothing = (cfg.target_policy_noise * noise).clamp(-cfg.target_noise_clip, cfg.target_noise_clip)
+                next_actions = (next_actions + smoothing).clamp(-1.0, 1.0)
+            next_q = self.critic_target(next_obs, next_actions).min(dim=0).values
+            target = rewards + discounts * next_q
+        td = self.critic(obs, actions) - target  # [K, B]
+        critic_loss = (weights * td.square()).mean(dim=1).sum()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+        return {"losses/critic_loss": critic_loss.detach()}, td.detach().abs().mean(dim=0)
+
+    def actor_step(self, obs: torch.Tensor) -> torch.Tensor:
+        """The actor's step: maximise the first critic's value of its actions (the critics'
+        weights get no gradient from it); returns the loss."""
+        actor_loss = -detached_call(self.critic, obs, self.actor(obs))[0].mean()
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optimizer.step()
+        return actor_loss.detach()

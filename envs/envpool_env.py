@@ -21,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.interface import StepInfo
 from envs.spaces import host_tensor, torch_dtype
 
 _ATARI_V5 = re.compile(r"^ALE/(?P<game>[A-Za-z]+)-v5$")
@@ -46,7 +47,7 @@ def envpool_task(env_id: str) -> tuple[str, dict[str, Any], bool]:
 
 
 class EnvPoolVectorEnv:
-    """A batch of EnvPool envs with tensor inputs and outputs; see the module docstring."""
+    """A batch of EnvPool envs with tensor inputs and outputs (an `envs.VectorEnvBackend`); see the module docstring."""
 
     def __init__(
         self,
@@ -96,7 +97,7 @@ class EnvPoolVectorEnv:
         self._lives[:] = info.get("lives", 0)
         return self._tensor(obs, self.obs_dtype), {}
 
-    def step(self, actions: torch.Tensor):
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, StepInfo]:
         actions = actions.detach().cpu().numpy()
         if self._action_low is not None:
             actions = np.clip(actions, self._action_low, self._action_high)
@@ -127,12 +128,12 @@ class EnvPoolVectorEnv:
             if "lives" in fresh_info:
                 self._lives[ids] = fresh_info["lives"]
             next_obs = self._tensor(obs, self.obs_dtype)
-        info_out = {
-            "final_obs": final_obs,
-            "episode_return": self._tensor(episode_return, torch.float32),
-            "episode_length": self._tensor(episode_length, torch.int64),
-            "episodes_ended": bool(game_over.any()),
-        }
+        info_out = StepInfo(
+            final_obs,
+            self._tensor(episode_return, torch.float32),
+            self._tensor(episode_length, torch.int64),
+            bool(game_over.any()),
+        )
         return (
             next_obs,
             self._tensor(reward, torch.float32),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from typing import Any
 
@@ -11,27 +12,15 @@ import torch
 
 from envs import memory
 from envs.atari import is_atari, make_atari
+from envs.errors import EnvError, first_line
+from envs.interface import VectorEnvBackend
+from envs.registry import backend_names, get_backend, register_backend
 from envs.vector import SnapshotWrapper, TorchVectorEnv
 
 memory.register()
 
-BACKENDS = ("gym", "async", "native", "envpool")
-"""gym: Gymnasium's SyncVectorEnv (envs stepped in turn in this process);
-async: Gymnasium's AsyncVectorEnv (one worker process per env);
-native: our torch implementation of the env, all envs as one tensor program on the device;
-envpool: EnvPool's C++ thread pool (Atari and MuJoCo ids; the `envpool` extra)."""
-
 # Namespaces whose envs register themselves when their package is imported.
 _PROVIDERS = {"ALE": "ale_py"}
-
-
-class EnvError(ValueError):
-    """An environment id or backend that cannot be made; the message says why."""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def resolve_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
@@ -43,7 +32,7 @@ def resolve_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            raise EnvError(f"cannot import module {module!r} for env {env_id!r}: {_first_line(exc)}") from None
+            raise EnvError(f"cannot import module {module!r} for env {env_id!r}: {first_line(exc)}") from None
     namespace = name.split("/", 1)[0] if "/" in name else None
     if namespace in _PROVIDERS:
         try:
@@ -53,7 +42,7 @@ def resolve_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
     try:
         return gym.spec(name)
     except gym.error.Error as exc:
-        raise EnvError(f"unknown environment id {env_id!r}: {_first_line(exc)}") from None
+        raise EnvError(f"unknown environment id {env_id!r}: {first_line(exc)}") from None
 
 
 def make(
@@ -66,26 +55,47 @@ def make(
     video_dir: str | None = None,
     video_prefix: str = "episode",
     **env_kwargs: Any,
-) -> TorchVectorEnv:
+) -> VectorEnvBackend:
     """`num_envs` copies of `env_id` as one batched env returning tensors on `device`.
 
-    Any registered Gymnasium id works, including a user's own as `module:EnvName-v0`.
-    `seed` seeds the first `reset()`: env i then starts from seed + i. Atari games get the
-    standard preprocessing (`envs.atari`); `training` adds its episodic life and reward
-    clipping, which evaluation envs go without. With `video_dir`, env 0 renders rgb_array
-    frames and Gymnasium's RecordVideo writes its first episode there as
-    `{video_prefix}-episode-0.mp4` (gym and async backends).
+    `backend` names a registered backend (`backend_names()`; see `envs.registry`). Any
+    registered Gymnasium id works with gym and async, including a user's own as
+    `module:EnvName-v0`. `seed` seeds the first `reset()`: env i then starts from seed + i.
+    Atari games get the standard preprocessing (`envs.atari`); `training` adds its episodic
+    life and reward clipping, which evaluation envs go without. With `video_dir`, env 0
+    renders rgb_array frames and Gymnasium's RecordVideo writes its first episode there as
+    `{video_prefix}-episode-0.mp4` (backends whose factory takes `video_dir`: gym and async).
     """
-    if backend not in BACKENDS:
-        raise EnvError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    spec = get_backend(backend)
     if num_envs < 1:
         raise EnvError(f"num_envs must be at least 1, got {num_envs}")
-    if video_dir is not None and backend not in ("gym", "async"):
-        raise EnvError(f"videos are recorded with the gym or async backend, not {backend}")
-    if backend == "native":
-        return _make_native(env_id, num_envs, seed, device, env_kwargs)
-    if backend == "envpool":
-        return _make_envpool(env_id, num_envs, seed, device, training, env_kwargs)
+    if video_dir is not None:
+        if not _records_video(spec.factory):
+            recorders = " or ".join(name for name in backend_names() if _records_video(get_backend(name).factory))
+            raise EnvError(f"videos are recorded with the {recorders} backend, not {backend}")
+        env_kwargs = {**env_kwargs, "video_dir": video_dir, "video_prefix": video_prefix}
+    return spec.factory(env_id, num_envs, seed, torch.device(device), training, **env_kwargs)
+
+
+def _records_video(factory: Any) -> bool:
+    """Whether `factory` names `video_dir` among its parameters."""
+    try:
+        return "video_dir" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _make_gymnasium(
+    asynchronous: bool,
+    env_id: str,
+    num_envs: int,
+    seed: int | None,
+    device: torch.device,
+    training: bool,
+    video_dir: str | None = None,
+    video_prefix: str = "episode",
+    **env_kwargs: Any,
+) -> TorchVectorEnv:
     spec = resolve_env_id(env_id)
     atari = is_atari(spec)
 
@@ -108,16 +118,47 @@ def make(
     fns = [make_one(i) for i in range(num_envs)]
     mode = gym.vector.AutoresetMode.SAME_STEP
     try:
-        if backend == "async":
+        if asynchronous:
             vector_env = gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
         else:
             vector_env = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
     except gym.error.Error as exc:
-        raise EnvError(f"cannot make {env_id!r}: {_first_line(exc)}") from None
+        raise EnvError(f"cannot make {env_id!r}: {first_line(exc)}") from None
     return TorchVectorEnv(vector_env, device, seed, scores_from_info=atari)
 
 
-def _make_envpool(env_id: str, num_envs: int, seed: int | None, device: torch.device | str, training: bool, kwargs):
+def make_gym(
+    env_id: str,
+    num_envs: int,
+    seed: int | None,
+    device: torch.device,
+    training: bool,
+    video_dir: str | None = None,
+    video_prefix: str = "episode",
+    **env_kwargs: Any,
+) -> TorchVectorEnv:
+    """The gym backend: Gymnasium's SyncVectorEnv in a `TorchVectorEnv`."""
+    return _make_gymnasium(False, env_id, num_envs, seed, device, training, video_dir, video_prefix, **env_kwargs)
+
+
+def make_async(
+    env_id: str,
+    num_envs: int,
+    seed: int | None,
+    device: torch.device,
+    training: bool,
+    video_dir: str | None = None,
+    video_prefix: str = "episode",
+    **env_kwargs: Any,
+) -> TorchVectorEnv:
+    """The async backend: Gymnasium's AsyncVectorEnv (one worker process per env) in a `TorchVectorEnv`."""
+    return _make_gymnasium(True, env_id, num_envs, seed, device, training, video_dir, video_prefix, **env_kwargs)
+
+
+def make_envpool(
+    env_id: str, num_envs: int, seed: int | None, device: torch.device, training: bool, **kwargs: Any
+) -> VectorEnvBackend:
+    """The envpool backend: EnvPool's C++ thread pool (imported only when asked for)."""
     try:
         from envs.envpool_env import EnvPoolVectorEnv
     except ImportError:
@@ -129,10 +170,13 @@ def _make_envpool(env_id: str, num_envs: int, seed: int | None, device: torch.de
     except KeyError:
         raise EnvError(f"EnvPool has no env {env_id!r} (use --backend gym for it)") from None
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise EnvError(f"cannot make {env_id!r} with EnvPool: {_first_line(exc)}") from None
+        raise EnvError(f"cannot make {env_id!r} with EnvPool: {first_line(exc)}") from None
 
 
-def _make_native(env_id: str, num_envs: int, seed: int | None, device: torch.device | str, kwargs: dict):
+def make_native_backend(
+    env_id: str, num_envs: int, seed: int | None, device: torch.device, training: bool, **kwargs: Any
+) -> VectorEnvBackend:
+    """The native backend: our torch version of the env, all envs as one tensor program on `device`."""
     from envs.native import NATIVE_ENVS, make_native
 
     if env_id not in NATIVE_ENVS:
@@ -143,4 +187,12 @@ def _make_native(env_id: str, num_envs: int, seed: int | None, device: torch.dev
     try:
         return make_native(env_id, num_envs, device, seed, **kwargs)
     except TypeError as exc:
-        raise EnvError(f"cannot make native {env_id!r}: {_first_line(exc)}") from None
+        raise EnvError(f"cannot make native {env_id!r}: {first_line(exc)}") from None
+
+
+register_backend("gym", make_gym, "Gymnasium's SyncVectorEnv: envs stepped in turn in this process")
+register_backend("async", make_async, "Gymnasium's AsyncVectorEnv: one worker process per env")
+register_backend(
+    "native", make_native_backend, "our torch version of a classic-control env: all envs as tensors on the device"
+)
+register_backend("envpool", make_envpool, "EnvPool's C++ thread pool (Atari and MuJoCo ids; the envpool extra)")

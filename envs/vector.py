@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.interface import StepInfo
 from envs.spaces import host_tensor, pack_obs, torch_dtype
 
 
@@ -39,19 +40,12 @@ class SnapshotWrapper(gym.Wrapper):
 class TorchVectorEnv(gym.vector.VectorEnv):
     """Batched env with tensor inputs and outputs; see the module docstring.
 
-    step(actions [N, ...]) returns (obs, reward, terminated, truncated, info), tensors
-    on `device` with leading dimension N. `info` holds:
-      final_obs       [N, *obs] the observation each env reached this step: the final one
-                      where an episode ended (bootstrap truncations from it), else obs.
-      episode_return  [N] float, the raw return of episodes that ended this step, else 0.
-      episode_length  [N] int, their lengths, else 0.
-                      (On steps where no episode ended, these two are the same zero tensors
-                      every time: read them, do not write into them.)
-      episodes_ended  bool (on the host): whether any of those is nonzero, so a runner can skip
-                      folding in zeros without reading the device.
-    With `scores_from_info`, these two come from the sub-envs' RecordEpisodeStatistics
-    (info["episode"]) instead: the true game score and length, which with episodic life
-    arrive only when the game is over, not at every lost life.
+    step(actions [N, ...]) returns (obs, reward, terminated, truncated, StepInfo), tensors
+    on `device` with leading dimension N (see `envs.interface.StepInfo`); `episodes_ended`
+    is always a host bool here.
+    With `scores_from_info`, episode_return and episode_length come from the sub-envs'
+    RecordEpisodeStatistics (info["episode"]) instead: the true game score and length, which
+    with episodic life arrive only when the game is over, not at every lost life.
     """
 
     def __init__(
@@ -78,7 +72,7 @@ class TorchVectorEnv(gym.vector.VectorEnv):
         self._first_seed = seed
         self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
-        # info's episode_return and episode_length on steps where no episode ended (read-only)
+        # StepInfo's episode_return and episode_length on steps where no episode ended (read-only)
         self._no_episodes = (
             torch.zeros(self.num_envs, device=self.device),
             torch.zeros(self.num_envs, dtype=torch.int64, device=self.device),
@@ -102,7 +96,7 @@ class TorchVectorEnv(gym.vector.VectorEnv):
         self._episode_length[:] = 0
         return self._obs(obs), info
 
-    def step(self, actions: torch.Tensor):
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, StepInfo]:
         actions = actions.detach().cpu().numpy()
         if self._action_low is not None:
             # Sampled Gaussian actions may leave the bounds; the env gets them clipped (the
@@ -149,18 +143,12 @@ class TorchVectorEnv(gym.vector.VectorEnv):
                 one = info["final_obs"][i]
                 final[i] = pack_obs(space, {k: [v] for k, v in one.items()} if isinstance(one, dict) else [one])[0]
             final_obs = self._tensor(final, self.obs_dtype)
-        out_info = {
-            "final_obs": final_obs,
-            "episode_return": episode_return,
-            "episode_length": episode_length,
-            "episodes_ended": episodes_ended,
-        }
         return (
             obs_t,
             self._tensor(reward, torch.float32),
             self._tensor(terminated, torch.bool),
             self._tensor(truncated, torch.bool),
-            out_info,
+            StepInfo(final_obs, episode_return, episode_length, episodes_ended),
         )
 
     def _tensor(self, array: Any, dtype: torch.dtype) -> torch.Tensor:

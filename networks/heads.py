@@ -183,20 +183,24 @@ class SquashedGaussianHead(nn.Module):
         self, params: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reparameterised squashed actions [B, A] and their log-probabilities [B]."""
-        noise, log_std, u = self._draw(params, generator)
-        return torch.tanh(u), self.log_prob_of(noise, log_std, u)
+        return self.squash(params, self.noise(params, generator))
 
     def sample_action(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The action of `sample` (the same draw from `generator`) without its log-probability."""
-        return torch.tanh(self._draw(params, generator)[2])
-
-    def _draw(
-        self, params: torch.Tensor, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The noise, the clamped log std and u = mean + std * noise, before the squashing."""
         mean, log_std = self.split(params)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return noise, log_std, torch.addcmul(mean, log_std.exp(), noise)
+        return torch.tanh(torch.addcmul(mean, log_std.exp(), self.noise(params, generator)))
+
+    def noise(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A standard normal draw [B, A] for `squash`."""
+        shape = (*params.shape[:-1], self.action_dim)
+        return torch.randn(shape, generator=generator, device=params.device, dtype=params.dtype)
+
+    def squash(self, params: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The actions tanh(mean + std * noise) [B, A] and their log-probabilities [B], for a
+        given draw (a compiled update takes its noise as an input: it cannot hold a generator)."""
+        mean, log_std = self.split(params)
+        u = torch.addcmul(mean, log_std.exp(), noise)
+        return torch.tanh(u), self.log_prob_of(noise, log_std, u)
 
     @staticmethod
     def log_prob_of(noise: torch.Tensor, log_std: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

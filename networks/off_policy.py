@@ -67,6 +67,10 @@ class SquashedGaussianActor(nn.Module):
         """Reparameterised actions [B, A] in (-1, 1) and their log-probabilities [B]."""
         return self.head.sample(self(obs), generator)
 
+    def squash(self, obs: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`sample` with a given standard normal draw [B, A] instead of a generator's."""
+        return self.head.squash(self(obs), noise)
+
     def sample_action(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The actions of `sample`, without computing their log-probabilities (exploration)."""
         return self.head.sample_action(self(obs), generator)

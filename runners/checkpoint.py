@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from envs import first_line
+
 FORMAT_VERSION = 2
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"step_(\d+)\.pt$")
@@ -64,7 +66,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = first_line(exc)
         raise CheckpointError(f"checkpoint {path} is corrupt or not a drl checkpoint ({reason})") from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"checkpoint {path} is not a drl checkpoint")

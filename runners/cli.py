@@ -25,16 +25,16 @@ from typing import Any
 import envs
 from agents import ALGORITHMS, ConfigError, get_algorithm
 from agents.presets import available_presets, load_preset
-from networks import UnsupportedSpaceError
 from runners.checkpoint import CheckpointError, load_checkpoint
 from runners.cliargs import ArgumentParser, add_arguments, apply_namespace, set_values
 from runners.config import TrainConfig
 from runners.evaluate import evaluate
+from runners.precision import set_process_options
 from runners.run_dir import check_run_dir_free, create_run_dir, read_status
 from runners.seeding import derive_seeds
 from runners.trainer import Trainer, build_agent, configs_from
 
-USER_ERRORS = (ConfigError, envs.EnvError, CheckpointError, UnsupportedSpaceError)
+USER_ERRORS = (ConfigError, envs.EnvError, CheckpointError)
 
 
 def _algorithms() -> str:
@@ -127,6 +127,7 @@ def cmd_train(args: list[str]) -> int:
 
     run_dir = Path(train_cfg.run_dir or _default_run_dir(train_cfg))
     check_run_dir_free(run_dir)  # fail before any work if the directory holds another run
+    set_process_options(train_cfg)  # this process's own settings, before torch starts its threads
     trainer = Trainer(train_cfg, algo_cfg)
     train_cfg.run_dir = str(create_run_dir(run_dir))
     return _train(trainer, run_dir, wandb_id=None)
@@ -163,6 +164,7 @@ def _resume(args: list[str]) -> int:
             f"run {run_dir} already reached {step} of {train_cfg.total_steps} steps; "
             "pass a larger --total-steps to train longer"
         )
+    set_process_options(train_cfg)
     try:
         trainer = Trainer(train_cfg, algo_cfg, resume=payload)
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:

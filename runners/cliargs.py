@@ -3,6 +3,9 @@
 A config is a dataclass whose fields carry a docstring each; nested dataclass fields are
 flattened, so every leaf field is one option: `n_steps` is `--n-steps` on the command line
 and `n_steps:` in a preset. Values from both places go through the same typed parsing.
+A field whose values come from a list known only at run time (a registry) says so with
+`field(..., metadata={"choices": callable_returning_names})`: --help shows `{a,b,c}` and
+any other value is a one-line error naming the choices.
 (tyro builds the same thing, but reports errors as multi-line boxes; `drl` promises one
 line and exit code 2.)
 """
@@ -17,6 +20,7 @@ import sys
 import textwrap
 import types
 import typing
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, NoReturn
 
 from agents.config import ConfigError, option
@@ -39,6 +43,26 @@ class Leaf:
     owner: Any  # the dataclass instance holding the field
     type: Any
     doc: str
+    choices: Callable[[], Sequence[str]] | None = None  # the field's metadata["choices"]
+
+    def parse(self, raw: Any) -> Any:
+        """`raw` as a value of this field, or ValueError (also for a value not among its choices)."""
+        value = parse_value(self.type, raw)
+        if self.choices is not None and value is not None and value not in tuple(self.choices()):
+            raise ValueError
+        return value
+
+    def describe(self) -> str:
+        """What the field accepts, for error messages: "an integer", "one of a, b"."""
+        if self.choices is None:
+            return _describe(self.type)
+        return "one of " + ", ".join(map(str, self.choices()))
+
+    def metavar(self) -> str:
+        """How --help shows the field's value: INT, {a,b}."""
+        if self.choices is None:
+            return _metavar(self.type)
+        return "{" + ",".join(map(str, self.choices())) + "}"
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -74,7 +98,7 @@ def leaves(cfg: Any) -> dict[str, Leaf]:
         if dataclasses.is_dataclass(value):
             out.update(leaves(value))
         else:
-            out[f.name] = Leaf(f.name, cfg, hints[f.name], docs.get(f.name, ""))
+            out[f.name] = Leaf(f.name, cfg, hints[f.name], docs.get(f.name, ""), f.metadata.get("choices"))
     return out
 
 
@@ -163,9 +187,9 @@ def set_values(cfgs: Any, values: dict[str, Any], source: str) -> None:
         if leaf is None:
             raise ConfigError(f"unknown option {key!r} in {source}")
         try:
-            value = parse_value(leaf.type, raw)
+            value = leaf.parse(raw)
         except ValueError:
-            raise ConfigError(f"{key} in {source} must be {_describe(leaf.type)}, got {raw!r}") from None
+            raise ConfigError(f"{key} in {source} must be {leaf.describe()}, got {raw!r}") from None
         setattr(leaf.owner, key, value)
 
 
@@ -183,11 +207,11 @@ def add_arguments(parser: argparse.ArgumentParser, cfg: Any, title: str, skip: t
             )
             continue
 
-        def convert(raw: str, tp: Any = leaf.type) -> Any:
+        def convert(raw: str, leaf: Leaf = leaf) -> Any:
             try:
-                return parse_value(tp, raw)
+                return leaf.parse(raw)
             except ValueError:
-                raise argparse.ArgumentTypeError(f"expected {_describe(tp)}, got {raw!r}") from None
+                raise argparse.ArgumentTypeError(f"expected {leaf.describe()}, got {raw!r}") from None
 
         nargs = "+" if typing.get_origin(leaf.type) is tuple else None
         group.add_argument(
@@ -197,7 +221,7 @@ def add_arguments(parser: argparse.ArgumentParser, cfg: Any, title: str, skip: t
             nargs=nargs,
             default=default,
             help=helptext,
-            metavar=_metavar(leaf.type),
+            metavar=leaf.metavar(),
         )
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
 
 import torch
 
+import envs
 from agents.config import ConfigError, require, require_non_negative, require_positive
 
 LOGGERS = ("jsonl", "tensorboard", "wandb")
@@ -26,10 +26,9 @@ class TrainConfig:
     """Environment steps to train for, summed over all envs."""
     num_envs: int = 8
     """Parallel environments."""
-    backend: Literal["gym", "async", "native", "envpool"] = "gym"
-    """Vector env backend: gym (envs stepped in this process), async (one process per env),
-    native (our torch version of a classic-control env: all envs as tensors on the device), or
-    envpool (EnvPool's C++ threads; Atari and MuJoCo)."""
+    backend: str = field(default="gym", metadata={"choices": envs.backend_names})
+    """Vector env backend, one of those registered with envs.register_backend (the built-in
+    ones are described in envs/make.py)."""
     seed: int = 0
     """Root seed; every other seed (envs, torch, evaluation) is derived from it."""
     device: str = "auto"
@@ -58,24 +57,25 @@ class TrainConfig:
     continues with the same data."""
     progress: bool = True
     """Show a progress bar on a terminal."""
+    compile: bool = False
+    """Run the agent's gradient step through torch.compile (losses, backward passes and the
+    optimiser step; CUDA graphs on a GPU). The first run compiles for seconds to tens of
+    seconds; TorchInductor caches the result on disk for later runs. Where compiling fails the
+    run warns and continues uncompiled."""
     torch_threads: int = 0
-    """Threads torch may use for CPU math (0: torch's default)."""
+    """Threads torch may use for CPU math (0: torch's default). Set by `drl train` for its own
+    process; the Trainer leaves the process as it finds it."""
     fast_matmul: bool = False
     """Let float32 matmuls on the CPU take oneDNN's fast path (torch.backends.mkldnn.matmul.
-    fp32_precision = bf16) for the run, if a check at startup finds it as accurate as float32
-    (relative error < 1e-5) on this CPU. About 2x faster for 256-wide layers on AVX-512 CPUs, but
-    slower for small ones: the SAC and TD3 presets turn it on."""
+    fp32_precision = bf16) if a check at startup finds it as accurate as float32 (relative
+    error < 1e-5) on this CPU: faster 256-wide layers on CPUs with AVX512-BF16, slower small
+    ones. Process-wide: `drl train` sets it for its own process."""
     flush_denormal: bool = True
-    """Flush denormal floats (|x| < 1.2e-38) to zero in CPU math, for the rest of the process
-    (torch.set_flush_denormal). Adam's moment estimates of weights whose gradient stays zero
-    (dead ReLUs) decay through the denormal range, where x86 CPUs run 10-30x slower; flushing
-    changes no value above 1e-38. Torch's worker threads take the setting only if it is made
-    before their first parallel operation, as `drl train` does."""
-    keep_freed_memory: bool = True
-    """Keep freed host memory in the process instead of handing it back to the OS (glibc's
-    malloc thresholds, see runners/allocator.py), for the rest of the process: tensors of a few
-    hundred KiB, allocated and freed at every step, then reuse warm pages instead of faulting in
-    new ones. About 15% off a SAC gradient step on the CPU; the process stays at its peak size."""
+    """Flush denormal floats (|x| < 1.2e-38) to zero in CPU math (torch.set_flush_denormal).
+    Adam's moment estimates of weights whose gradient stays zero (dead ReLUs) decay through the
+    denormal range, where x86 CPUs run many times slower; flushing changes no value above
+    1.2e-38. Process-wide: `drl train` sets it for its own process, before torch starts its
+    worker threads."""
     wandb_project: str = "drl"
     """Weights & Biases project."""
     wandb_entity: str | None = None
@@ -92,6 +92,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         require_positive(self, "total_steps", "num_envs", "log_every")
+        names = envs.backend_names()
+        require(self.backend in names, "backend", "one of " + ", ".join(names), self.backend)
         require(
             not self.stop_when_solved or self.solved_threshold is not None,
             "stop_when_solved",

@@ -82,8 +82,8 @@ def evaluate(
             starts = terminated | truncated
             done = starts.cpu().numpy()
             if done.any():
-                ep_return = info["episode_return"].cpu().numpy()
-                ep_length = info["episode_length"].cpu().numpy()
+                ep_return = info.episode_return.cpu().numpy()
+                ep_length = info.episode_length.cpu().numpy()
                 for i in np.flatnonzero(done & (counts < targets)):
                     returns.append(float(ep_return[i]))
                     lengths.append(int(ep_length[i]))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from envs import first_line
 from runners.run_dir import METRICS_FILE, write_atomic
 
 WALL_CLOCK_PREFIXES = ("time/", "charts/sps")
@@ -151,7 +152,7 @@ class WandbSink:
         except Exception as exc:  # wandb raises many kinds; a dashboard must not stop training
             if mode != "online":
                 raise
-            print(f"drl: wandb: online init failed ({str(exc).splitlines()[0]}); logging offline", file=sys.stderr)
+            print(f"drl: wandb: online init failed ({first_line(exc)}); logging offline", file=sys.stderr)
             self.run = init("offline")
         self.run.define_metric("global_step")
         self.run.define_metric("*", step_metric="global_step")

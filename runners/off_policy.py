@@ -3,7 +3,10 @@
 One iteration steps all envs ceil(train_every / num_envs) times (uniformly random actions
 until learning_starts env steps, the agent's exploration after), adding every step to the
 replay buffer, then, once past learning_starts, runs the gradient steps owed: utd_ratio per
-env step of the iteration, with fractions carried over to the next one.
+env step of the iteration, with fractions carried over to the next one. The loop owns the
+buffer: for each gradient step it samples a minibatch (with the agent's generator), hands it
+to `agent.update`, and writes the TD errors it returns into the priorities when sampling is
+prioritised.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from typing import Any
 
 import torch
 
-from agents.config import ConfigError
-from envs import TorchVectorEnv
+from agents import ConfigError, OffPolicyAgent, Progress
+from envs import VectorEnvBackend, first_line
 from runners.replay import ReplayBuffer
 from runners.rollout import EpisodeStats
 
@@ -25,7 +28,7 @@ def make_buffer(*args: Any, **kwargs: Any) -> ReplayBuffer:
     try:
         return ReplayBuffer(*args, **kwargs)
     except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = first_line(exc)
         raise ConfigError(
             f"cannot allocate a replay buffer of {args[0]} transitions ({reason}); lower --buffer-size"
         ) from None
@@ -34,7 +37,7 @@ def make_buffer(*args: Any, **kwargs: Any) -> ReplayBuffer:
 class OffPolicyLoop:
     """Drives an off-policy agent: collection into replay storage on the device, then updates."""
 
-    def __init__(self, env: TorchVectorEnv, agent: Any, total_steps: int):
+    def __init__(self, env: VectorEnvBackend, agent: OffPolicyAgent, total_steps: int):
         cfg = agent.config
         self.env, self.agent, self.total_steps = env, agent, total_steps
         if math.ceil(cfg.buffer_size / env.num_envs) <= cfg.n_step:
@@ -51,9 +54,9 @@ class OffPolicyLoop:
             env.obs_dtype,
             n_step=cfg.n_step,
             gamma=cfg.gamma,
-            prioritized=agent.prioritized,
-            alpha=getattr(cfg, "per_alpha", 0.6),
-            priority_eps=getattr(cfg, "per_eps", 1e-6),
+            prioritized=cfg.prioritized,
+            alpha=cfg.per_alpha,
+            priority_eps=cfg.per_eps,
         )
         self.vector_steps = max(1, math.ceil(cfg.train_every / env.num_envs))
         self.steps_per_iteration = self.vector_steps * env.num_envs
@@ -76,13 +79,13 @@ class OffPolicyLoop:
             if step < cfg.learning_starts:
                 action = agent.random_action(env.num_envs)
             else:
-                action = agent.explore(self.obs, step / self.total_steps)
+                action = agent.explore(self.obs, Progress(step, self.total_steps))
             t1 = clock()
             next_obs, reward, terminated, truncated, info = env.step(action)
             t2 = clock()
-            buffer.add(self.obs, action, reward, terminated, truncated, info["final_obs"])
-            if info.get("episodes_ended", True):  # (envs that do not say: fold in every step)
-                self.episodes.add(info["episode_return"], info["episode_length"])
+            buffer.add(self.obs, action, reward, terminated, truncated, info.final_obs)
+            if info.episodes_ended is not False:  # (None: the env cannot tell without a device read)
+                self.episodes.add(info.episode_return, info.episode_length)
             self.obs = next_obs
             step += env.num_envs
             env_seconds += t2 - t1
@@ -99,10 +102,23 @@ class OffPolicyLoop:
         if gradient_steps == 0 or len(buffer) == 0:  # minibatches are drawn with replacement, as SB3's
             return {}
         t0 = clock()
-        metrics = agent.train(buffer, gradient_steps, min(1.0, step / self.total_steps), step)
+        metrics = self.train(gradient_steps, Progress(step, self.total_steps))
         self.seconds["update"] += clock() - t0
         metrics["charts/gradient_steps"] = agent.gradient_steps
         metrics["charts/buffer_size"] = len(buffer)
+        return metrics
+
+    def train(self, gradient_steps: int, progress: Progress) -> dict[str, Any]:
+        """`gradient_steps` updates, each on a fresh minibatch; the metrics of the last ones."""
+        cfg, agent, buffer = self.agent.config, self.agent, self.buffer
+        beta = cfg.per_beta + (1.0 - cfg.per_beta) * progress.fraction  # importance weights: annealed to 1
+        metrics: dict[str, Any] = {}
+        for _ in range(gradient_steps):
+            batch = buffer.sample(cfg.batch_size, agent.generator, beta)
+            step_metrics, td_errors = agent.update(batch, progress)
+            if cfg.prioritized:
+                buffer.update_priorities(batch.indices, td_errors)
+            metrics.update(step_metrics)  # (an update may leave a metric out: TD3's delayed actor)
         return metrics
 
     def pop_episode_stats(self) -> dict[str, torch.Tensor]:

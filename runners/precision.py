@@ -1,5 +1,6 @@
-"""CPU float settings: oneDNN's fast float32 matmuls where they are as exact as float32, and
-flushing denormals to zero.
+"""Process-wide CPU settings that `drl train` may make for its own process, never the library:
+oneDNN's fast float32 matmuls where they are as exact as float32, flushing denormals to zero,
+and torch's thread count (`set_process_options`, called by the CLI and the benchmarks).
 
 On CPUs with AVX512-BF16 (e.g. AMD Zen 4/5), `torch.backends.mkldnn.matmul.fp32_precision
 = "bf16"` routes float32 matmuls through oneDNN, about twice as fast as the default MKL
@@ -10,9 +11,12 @@ the check below fails and the default stays.
 
 from __future__ import annotations
 
-from functools import cache
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from runners.config import TrainConfig
 
 _TOLERANCE = 1e-5
 
@@ -65,17 +69,6 @@ def enable_fast_cpu_matmul() -> bool:
     return ok
 
 
-@cache
-def bf16_matmul_mode() -> bool:
-    """Whether oneDNN's bf16 mode for float32 matmuls (`fp32_precision = "bf16"`) is plain
-    bfloat16 arithmetic here: operands rounded to bfloat16 inside the matmul kernel, products
-    summed in float32, float32 output. That is mixed precision without separate casts, on CPUs
-    with AMX (Intel Xeon 4th generation on). False where the mode is float32-accurate instead
-    (the fast path above) or absent. Checked once per process; the setting is left as it was."""
-    products = _products_in_bf16_mode()
-    return products is not None and all(x == 256.0 for x in products)
-
-
 def flush_denormals() -> bool:
     """Flush denormal floats to zero in this thread and in torch's worker threads started after
     this call (their floating-point mode is copied when they start); returns whether the CPU
@@ -89,3 +82,15 @@ def denormals_flushed() -> float:
     every torch thread flushes, about 1/threads when only the calling one does, 0.0 when none."""
     x = torch.full((1 << 20,), 1e-39)
     return float((x * 1.0 == 0).float().mean())
+
+
+def set_process_options(cfg: TrainConfig) -> dict[str, object]:
+    """Apply a run's process-wide options to this process (`drl train` does, for its own
+    process, before it builds anything): torch threads, denormal flushing, fast matmuls.
+    Returns what took effect, for reports."""
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    cpu = cfg.torch_device().type == "cpu"
+    flushed = cpu and cfg.flush_denormal and flush_denormals()
+    fast = cpu and cfg.fast_matmul and enable_fast_cpu_matmul()
+    return {"torch_threads": torch.get_num_threads(), "flush_denormal": bool(flushed), "fast_matmul": bool(fast)}

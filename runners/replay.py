@@ -17,25 +17,14 @@ adding and sampling never read a device value.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import gymnasium as gym
 import torch
 
 from agents.advantages import nstep_returns
+from agents.batch import Transitions
 from envs import storage_shape, torch_dtype
-
-
-class Transitions(NamedTuple):
-    """A sampled batch: the target of sample i is rewards[i] + discounts[i] * V(next_obs[i])."""
-
-    obs: torch.Tensor  # [B, *obs]
-    actions: torch.Tensor  # [B, *action]
-    rewards: torch.Tensor  # [B] n-step discounted reward sums
-    discounts: torch.Tensor  # [B] gamma^m, 0 where the window ended in a termination
-    next_obs: torch.Tensor  # [B, *obs] the observation to bootstrap from
-    weights: torch.Tensor  # [B] importance weights (ones for uniform sampling)
-    indices: torch.Tensor  # [B] slots, for update_priorities
 
 
 class SumTree:

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from agents.batch import Rollout
-from envs import TorchVectorEnv, storage_shape, torch_dtype
+from agents import OnPolicyAgent, Progress, Rollout
+from envs import VectorEnvBackend, storage_shape, torch_dtype
 
 
 class EpisodeStats:
@@ -55,7 +55,7 @@ class EpisodeStats:
 class RolloutStorage:
     """Preallocated [T, N, ...] tensors on the training device, overwritten every rollout."""
 
-    def __init__(self, n_steps: int, env: TorchVectorEnv, state_shape: tuple[int, ...] | None = None):
+    def __init__(self, n_steps: int, env: VectorEnvBackend, state_shape: tuple[int, ...] | None = None):
         T, N, device = n_steps, env.num_envs, env.device
         obs_shape = storage_shape(env.single_observation_space)  # images stay uint8
         action_shape = env.single_action_space.shape
@@ -84,7 +84,7 @@ class OnPolicyCollector:
     seconds spent stepping envs and running the policy.
     """
 
-    def __init__(self, env: TorchVectorEnv, agent: Any, n_steps: int):
+    def __init__(self, env: VectorEnvBackend, agent: OnPolicyAgent, n_steps: int):
         self.env, self.agent, self.n_steps = env, agent, n_steps
         self.state = agent.initial_state(env.num_envs)  # recurrent policies: [N, S, H]; else none
         self.starts = torch.ones(env.num_envs, dtype=torch.bool, device=env.device)
@@ -126,9 +126,9 @@ class OnPolicyCollector:
             s.rewards[t] = reward
             s.terminated[t] = terminated
             s.truncated[t] = truncated
-            s.final_obs[t] = info["final_obs"]
-            s.episode_returns[t] = info["episode_return"]
-            s.episode_lengths[t] = info["episode_length"]
+            s.final_obs[t] = info.final_obs
+            s.episode_returns[t] = info.episode_return
+            s.episode_lengths[t] = info.episode_length
             self.obs = next_obs
             t3 = clock()
             env_seconds += t2 - t1
@@ -179,10 +179,10 @@ class OnPolicyCollector:
 class OnPolicyLoop:
     """Drives an on-policy agent: one iteration collects a rollout and updates on it."""
 
-    def __init__(self, env: TorchVectorEnv, agent: Any, total_steps: int):
+    def __init__(self, env: VectorEnvBackend, agent: OnPolicyAgent, total_steps: int):
         self.agent, self.total_steps = agent, total_steps
-        self.collector = OnPolicyCollector(env, agent, agent.config.n_steps)
-        self.steps_per_iteration = agent.config.n_steps * env.num_envs
+        self.collector = OnPolicyCollector(env, agent, agent.n_steps)
+        self.steps_per_iteration = agent.n_steps * env.num_envs
         self.update_seconds = 0.0
 
     @property
@@ -196,8 +196,7 @@ class OnPolicyLoop:
     def iterate(self, global_step: int) -> dict[str, Any]:
         rollout = self.collector.collect()
         t0 = time.perf_counter()
-        progress = min(1.0, (global_step + self.steps_per_iteration) / self.total_steps)
-        metrics = self.agent.update(rollout, progress=progress)
+        metrics = self.agent.update(rollout, Progress(global_step + self.steps_per_iteration, self.total_steps))
         self.update_seconds += time.perf_counter() - t0
         return metrics
 

@@ -20,20 +20,13 @@ import gymnasium as gym
 import torch
 
 import envs
-from agents import get_algorithm
+from agents import Agent, get_algorithm
 from runners import checkpoint as ckpt
-from runners.allocator import keep_freed_memory
 from runners.cliargs import from_dict, to_dict, warn
 from runners.config import TrainConfig
 from runners.evaluate import EvalResult, evaluate
 from runners.loggers import JsonlSink, MetricLogger, TensorBoardSink, WandbSink
 from runners.off_policy import OffPolicyLoop
-from runners.precision import (
-    cpu_matmul_precision,
-    enable_fast_cpu_matmul,
-    flush_denormals,
-    restore_cpu_matmul_precision,
-)
 from runners.progress import ProgressBar
 from runners.rollout import OnPolicyLoop
 from runners.run_dir import update_status, write_config
@@ -61,14 +54,20 @@ def configs_from(config: dict[str, Any]) -> tuple[TrainConfig, Any]:
     return from_dict(TrainConfig, config["train"]), from_dict(spec.config_cls, config["agent"])
 
 
-def build_agent(train_cfg: TrainConfig, algo_cfg: Any, env: envs.TorchVectorEnv, device: torch.device) -> Any:
+def build_agent(train_cfg: TrainConfig, algo_cfg: Any, env: envs.VectorEnvBackend, device: torch.device) -> Agent:
     """A fresh agent for `env`'s spaces; network weights come from torch's global RNG."""
     spec = get_algorithm(train_cfg.algo)
     spec.check_action_space(env.single_action_space, train_cfg.env_id)
     seeds = derive_seeds(train_cfg.seed)
     torch.manual_seed(seeds.torch)
-    return spec.agent_cls(
-        algo_cfg, env.single_observation_space, env.single_action_space, train_cfg.num_envs, device, seeds.agent
+    return spec.make_agent(
+        algo_cfg,
+        env.single_observation_space,
+        env.single_action_space,
+        train_cfg.num_envs,
+        device,
+        seeds.agent,
+        compile=train_cfg.compile,
     )
 
 
@@ -96,12 +95,6 @@ class Trainer:
         algo_cfg.validate()
         self.cfg, self.algo_cfg = train_cfg, algo_cfg
         self.device = train_cfg.torch_device()
-        if train_cfg.flush_denormal and self.device.type == "cpu":
-            flush_denormals()  # before anything starts torch's worker threads in a fresh process
-        if train_cfg.keep_freed_memory:
-            keep_freed_memory()
-        if train_cfg.torch_threads:
-            torch.set_num_threads(train_cfg.torch_threads)
         self.seeds = derive_seeds(train_cfg.seed)
         self.env = envs.make(
             train_cfg.env_id, train_cfg.num_envs, train_cfg.backend, seed=self.seeds.env, device=self.device
@@ -139,9 +132,6 @@ class Trainer:
             pid=os.getpid(),  # lets `drl runs` tell a run killed without a word from a running one
             host=socket.gethostname(),
         )
-        precision = cpu_matmul_precision()
-        if cfg.fast_matmul and self.device.type == "cpu":
-            enable_fast_cpu_matmul()  # process-wide: put back when the run ends
         logger: MetricLogger | None = None
         bar: ProgressBar | None = None
         status, final_eval, path = "finished", None, None
@@ -188,7 +178,6 @@ class Trainer:
             update_status(run_dir, status="crashed", global_step=self.global_step)
             raise
         finally:
-            restore_cpu_matmul_precision(precision)
             if bar is not None:
                 bar.close()
             if logger is not None:

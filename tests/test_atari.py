@@ -36,7 +36,7 @@ def run(env: TorchVectorEnv, steps: int) -> list[tuple]:
     out = []
     for _ in range(steps):
         _, reward, terminated, truncated, info = env.step(torch.zeros(1, dtype=torch.long))
-        out.append((reward.item(), terminated.item(), info["episode_return"].item(), info["episode_length"].item()))
+        out.append((reward.item(), terminated.item(), info.episode_return.item(), info.episode_length.item()))
     return out
 
 
@@ -71,13 +71,13 @@ def test_atari_observations_are_stacked_uint8_frames(backend):
         for _ in range(2000):
             obs, reward, terminated, truncated, info = env.step(torch.randint(0, 4, (2,)))
             assert set(reward.tolist()) <= {-1.0, 0.0, 1.0}
-            game_over |= bool(info["episode_length"].any())
-            lost_life |= bool((terminated & (info["episode_length"] == 0)).any())
+            game_over |= bool(info.episode_length.any())
+            lost_life |= bool((terminated & (info.episode_length == 0)).any())
             if lost_life and game_over:
                 break
         assert lost_life, "training envs end an episode at a lost life"
         assert game_over, "a random Breakout game ends within 2000 steps"
-        assert obs.dtype == torch.uint8 and info["final_obs"].shape == (2, 4, 84, 84)
+        assert obs.dtype == torch.uint8 and info.final_obs.shape == (2, 4, 84, 84)
     finally:
         env.close()
 

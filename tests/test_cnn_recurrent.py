@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.on_policy import OnPolicyAgent
+from agents.on_policy import OnPolicyBase
 from envs.spaces import pack_obs, storage_shape, torch_dtype
 from networks.builder import NetworkConfig, UnsupportedSpaceError, build_actor_critic, build_encoder, build_q_network
 from networks.cnn import ImpalaCNN, NatureCNN
@@ -152,8 +152,8 @@ def test_multi_categorical_head_matches_torch_distributions():
 
 def test_chunks_are_sequences_of_one_env():
     x = torch.arange(8 * 3).view(8, 3)  # value = 3 t + n
-    chunks = OnPolicyAgent.chunk(x, 4)  # [4, 2*3]: chunk k of env n at k*3 + n
+    chunks = OnPolicyBase.chunk(x, 4)  # [4, 2*3]: chunk k of env n at k*3 + n
     assert chunks.shape == (4, 6)
     assert chunks[:, 0].tolist() == [0, 3, 6, 9]  # env 0, steps 0-3
     assert chunks[:, 4].tolist() == [13, 16, 19, 22]  # env 1, steps 4-7
-    assert OnPolicyAgent.chunk(x, 1).flatten().tolist() == x.flatten().tolist()
+    assert OnPolicyBase.chunk(x, 1).flatten().tolist() == x.flatten().tolist()

@@ -15,7 +15,7 @@ def test_tensors_dtypes_and_spaces():
     assert env.single_observation_space == gym.make("CartPole-v1").observation_space
     obs, reward, terminated, truncated, info = env.step(torch.zeros(3, dtype=torch.int64))
     assert reward.dtype == torch.float32 and terminated.dtype == torch.bool and truncated.dtype == torch.bool
-    assert info["final_obs"].shape == (3, 4)
+    assert info.final_obs.shape == (3, 4)
     env.close()
 
 
@@ -35,12 +35,12 @@ def test_truncation_is_separate_and_final_obs_is_the_true_last_state():
     for t in range(5):
         obs, reward, terminated, truncated, info = env.step(torch.tensor([t % 2, 0]))
         single_obs, _, single_term, single_trunc, _ = single.step(t % 2)
-        assert info["episodes_ended"] is (t == 4)  # the host's word for "episode_length has a nonzero"
+        assert info.episodes_ended is (t == 4)  # the host's word for "episode_length has a nonzero"
     assert truncated.tolist() == [True, True] and terminated.tolist() == [False, False]
-    assert np.allclose(info["final_obs"][0].numpy(), single_obs)  # the state the time limit cut off
+    assert np.allclose(info.final_obs[0].numpy(), single_obs)  # the state the time limit cut off
     assert not np.allclose(obs[0].numpy(), single_obs)  # obs is already the next episode's first
-    assert info["episode_return"].tolist() == [5.0, 5.0]
-    assert info["episode_length"].tolist() == [5, 5]
+    assert info.episode_return.tolist() == [5.0, 5.0]
+    assert info.episode_length.tolist() == [5, 5]
 
 
 def test_termination_reported_without_truncation():
@@ -96,7 +96,7 @@ def test_state_dict_round_trip_continues_identically(backend):
     for a, (obs, _, term, trunc, info) in zip(actions, expected, strict=True):
         obs2, _, term2, trunc2, info2 = other.step(a)
         assert torch.equal(obs, obs2) and torch.equal(term, term2) and torch.equal(trunc, trunc2)
-        assert torch.equal(info["episode_return"], info2["episode_return"])
+        assert torch.equal(info.episode_return, info2.episode_return)
     other.close()
 
 

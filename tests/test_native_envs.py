@@ -76,7 +76,7 @@ def test_steps_agree_with_gymnasium(env_id):
 
     assert np.array_equal(terminated.numpy(), term_ref), np.flatnonzero(terminated.numpy() != term_ref)[:10]
     assert np.array_equal(truncated.numpy(), trunc_ref)
-    np.testing.assert_allclose(info["final_obs"].numpy(), obs_ref, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(info.final_obs.numpy(), obs_ref, rtol=0, atol=1e-5)
     np.testing.assert_allclose(reward.numpy(), rew_ref, rtol=0, atol=1e-5)
     assert term_ref.any() or env_id == "Pendulum-v1"  # the sample reached terminal states
     assert trunc_ref.any() and (~(term_ref | trunc_ref)).any()
@@ -103,8 +103,8 @@ def test_autoreset_keeps_the_final_obs_and_truncates_at_the_limit():
     for _ in range(5):
         obs, reward, terminated, truncated, info = env.step(torch.tensor([0, 1]))
     assert truncated.tolist() == [True, True] and not terminated.any()
-    assert not torch.equal(info["final_obs"], obs)
-    assert info["episode_return"].tolist() == [5.0, 5.0] and info["episode_length"].tolist() == [5, 5]
+    assert not torch.equal(info.final_obs, obs)
+    assert info.episode_return.tolist() == [5.0, 5.0] and info.episode_length.tolist() == [5, 5]
     assert not torch.equal(obs, start)  # each env's second episode starts elsewhere
     assert (obs.abs() <= 0.05).all()  # from the reset distribution
 
@@ -118,8 +118,8 @@ def test_termination_then_fresh_episode():
         obs, _, terminated, truncated, info = env.step(torch.tensor([1]))
         if terminated.item():
             break
-    assert not truncated.item() and info["episode_length"].item() == steps
-    assert info["final_obs"][0, 2].abs() > 0.2 or info["final_obs"][0, 0].abs() > 2.4  # the terminal state
+    assert not truncated.item() and info.episode_length.item() == steps
+    assert info.final_obs[0, 2].abs() > 0.2 or info.final_obs[0, 0].abs() > 2.4  # the terminal state
     assert (obs.abs() <= 0.05).all()
 
 
@@ -198,7 +198,7 @@ class OneEnvView(gym.Env):
 
     def step(self, action):
         _, reward, terminated, truncated, info = self.venv.step(torch.as_tensor(np.asarray(action)).unsqueeze(0))
-        return info["final_obs"][0].numpy(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
+        return info.final_obs[0].numpy(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
 
     def render(self):
         return self.venv.render()

@@ -49,7 +49,7 @@ def test_episodes_agree_with_gymnasium(env_id):
         for t in range(limit):
             obs, reward, terminated, truncated, _ = reference.step(actions[t, i])
             _, native_reward, native_term, native_trunc, info = steps[t]
-            np.testing.assert_allclose(info["final_obs"][i].numpy(), obs, rtol=0, atol=tolerance)
+            np.testing.assert_allclose(info.final_obs[i].numpy(), obs, rtol=0, atol=tolerance)
             assert native_reward[i].item() == pytest.approx(reward, abs=max(tolerance, 1e-5))
             assert (bool(native_term[i]), bool(native_trunc[i])) == (terminated, truncated), (i, t)
             if terminated or truncated:

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import envs
+from agents.batch import Progress
 from agents.dqn import DQN, DQNConfig
-from agents.off_policy import polyak_update
+from agents.optim import polyak_update
 from agents.sac import SAC, SACConfig
 from networks import NetworkConfig
 from networks.heads import DuelingHead, SquashedGaussianHead
@@ -97,7 +98,12 @@ def test_dqn_acts_in_zero_based_actions_the_env_offsets():
     # envs add Discrete.start themselves (envs/vector.py), as for the on-policy agents
     agent = DQN(DQNConfig(network=SMALL_NET), gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(3, start=-1), 1)
     obs = torch.randn(500, 4)
-    for actions in (agent.random_action(500), agent.explore(obs, 0.0), agent.predict(obs), agent.predict(obs, False)):
+    for actions in (
+        agent.random_action(500),
+        agent.explore(obs, Progress(0, 100)),
+        agent.predict(obs),
+        agent.predict(obs, False),
+    ):
         assert actions.min() >= 0 and actions.max() <= 2
     assert set(agent.random_action(500).tolist()) == {0, 1, 2}
 

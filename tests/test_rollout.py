@@ -28,7 +28,7 @@ def test_next_values_bootstrap_from_final_obs_on_truncation_only():
 
     def recording_step(actions):
         out = step(actions)
-        finals.append(out[4]["final_obs"].clone())
+        finals.append(out[4].final_obs.clone())
         return out
 
     env.step = recording_step

@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 
+from agents.batch import Progress
 from runners.checkpoint import find_checkpoint, load_checkpoint
 from runners.run_dir import create_run_dir, read_status
 from runners.trainer import Trainer
@@ -121,7 +122,7 @@ def test_ppo_update_on_a_single_transition_stays_finite():
     )
     collector = OnPolicyCollector(env, agent, n_steps=1)
     collector.reset(seed=None)
-    agent.update(collector.collect(), progress=0.0)
+    agent.update(collector.collect(), Progress(0, 100))
     assert all(torch.isfinite(p).all() for p in agent.net.parameters())
 
 

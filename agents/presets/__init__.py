@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from agents.config import ConfigError
+from envs import first_line
 
 PRESET_DIR = Path(__file__).parent
 
@@ -28,8 +29,7 @@ def _read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"cannot read preset file {path}: {first_line}") from None
+        raise ConfigError(f"cannot read preset file {path}: {first_line(exc)}") from None
 
 
 def available_presets(algo: str) -> dict[str, dict[str, Any]]:

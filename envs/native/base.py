@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.interface import StepInfo
 from envs.native.rng import uniform
 
 
@@ -24,7 +25,9 @@ class NativeVectorEnv(gym.vector.VectorEnv):
     autoreset keeping the true final observation, episode statistics, per-env seeding,
     clipping of Box actions into their bounds, and state_dict() for exact resume.
 
-    step() returns tensors exactly as `envs.TorchVectorEnv.step` does, info included.
+    step() returns tensors exactly as `envs.TorchVectorEnv.step` does, a `StepInfo` included,
+    whose `episodes_ended` is a host bool on the CPU and None on other devices (knowing it
+    would need a device read).
     """
 
     gym_id: str
@@ -105,7 +108,7 @@ class NativeVectorEnv(gym.vector.VectorEnv):
         self.episode_length.zero_()
         return self.observe(self.state), {}
 
-    def step(self, actions: torch.Tensor):
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, StepInfo]:
         actions = actions.to(self.device)
         if self._box_actions:
             actions = torch.maximum(torch.minimum(actions.to(torch.float32), self._action_high), self._action_low)
@@ -116,11 +119,12 @@ class NativeVectorEnv(gym.vector.VectorEnv):
         final_obs = self.observe(state)
         self.episode_return += reward
         self.episode_length += 1
-        info = {
-            "final_obs": final_obs,
-            "episode_return": torch.where(done, self.episode_return, 0.0).to(torch.float32),
-            "episode_length": torch.where(done, self.episode_length, 0),
-        }
+        info = StepInfo(
+            final_obs,
+            torch.where(done, self.episode_return, 0.0).to(torch.float32),
+            torch.where(done, self.episode_length, 0),
+            bool(done.any()) if self.device.type == "cpu" else None,
+        )
         # Same-step autoreset: every env draws its next start state, the finished ones take it.
         fresh = self._fresh_state()
         self.state = torch.where(done.unsqueeze(1), fresh, state)
@@ -148,10 +152,9 @@ class NativeVectorEnv(gym.vector.VectorEnv):
             self._renderer = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            name: getattr(self, name)
-            for name in ("seed", "state", "resets", "elapsed", "episode_return", "episode_length")
-        }
+        """A snapshot (copies: later steps, which update these tensors in place, leave it alone)."""
+        tensors = ("state", "resets", "elapsed", "episode_return", "episode_length")
+        return {"seed": self.seed, **{name: getattr(self, name).clone() for name in tensors}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed = int(state["seed"])
