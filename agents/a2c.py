@@ -13,7 +13,7 @@ n-step returns), with RMSprop (or Adam) and global gradient-norm clipping.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -21,15 +21,24 @@ from agents.advantages import explained_variance, standardize
 from agents.batch import Metrics, Progress, Rollout
 from agents.config import require_positive
 from agents.on_policy import OnPolicyBase, OnPolicyConfig
-from agents.optim import adam, compiled, set_learning_rate
+from agents.optim import adam, compiled, descend, materialize_state, set_learning_rate
 from agents.schedules import scheduled
 
 
 @dataclass
 class A2CConfig(OnPolicyConfig):
-    """A2C hyperparameters; defaults are Stable-Baselines3's."""
+    """A2C hyperparameters; defaults are Stable-Baselines3's, per env step.
 
-    n_steps: int = 5
+    SB3's default A2C takes a gradient step every 5 transitions (n_steps 5 on one env), on
+    returns looking up to 5 steps ahead. With n_steps none we take max(1, round(5 / num_envs))
+    steps per env, which matches that only with 1 env (5 x 1) and comes near with 2 or 4
+    (2 x 2, 1 x 4 = 4 transitions). With more than 5 envs it cannot match: one step per env
+    is the least, so 8 envs give 8 transitions per update where SB3 takes 5 (5/8 of SB3's
+    gradient steps per env step, each on a larger batch), and returns bootstrap after one
+    step. Set n_steps (and num_envs) to choose otherwise, as the presets do.
+    """
+
+    sb3_transitions: ClassVar[int] = 5
     learning_rate: float = 7e-4
     gae_lambda: float = 1.0
     normalize_advantage: bool = False
@@ -58,7 +67,9 @@ class A2C(OnPolicyBase):
         self._gradient_step = compiled(self.gradient_step, self.compile, self.device)
         if cfg.optimizer == "adam":
             return adam(params, lr, self.device, self.compile, eps=cfg.optimizer_eps)
-        return torch.optim.RMSprop(params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.optimizer_eps, foreach=True)
+        optimizer = torch.optim.RMSprop(params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.optimizer_eps, foreach=True)
+        materialize_state(optimizer)
+        return optimizer
 
     def update(self, batch: Rollout, progress: Progress) -> Metrics:
         cfg = self.config
@@ -102,8 +113,5 @@ class A2C(OnPolicyBase):
         if cfg.ent_coef:  # with a zero weight, keep the entropy out of the backward pass
             loss = loss - cfg.ent_coef * entropy_mean
 
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(self.net.parameters()), cfg.max_grad_norm, foreach=True)
-        self.optimizer.step()
+        descend(self.optimizer, loss, cfg.max_grad_norm)
         return torch.stack([policy_loss, value_loss, entropy_mean]).detach()

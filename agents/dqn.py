@@ -25,7 +25,7 @@ from torch import nn
 from agents.batch import Metrics, Progress, Transitions
 from agents.config import require, require_fraction, require_positive
 from agents.off_policy import OffPolicyBase, OffPolicyConfig
-from agents.optim import adam, compiled, polyak_update, target_copy
+from agents.optim import adam, compiled, descend, polyak_update, target_copy
 from networks import NetworkConfig
 from networks.builder import build_q_network
 
@@ -165,10 +165,7 @@ class DQN(OffPolicyBase):
             target = rewards + discounts * next_value
         q_taken = self.q_net(obs).gather(1, actions.long().unsqueeze(1)).squeeze(1)
         loss = (nn.functional.smooth_l1_loss(q_taken, target, reduction="none") * weights).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self._params, self.config.max_grad_norm, foreach=True)
-        self.optimizer.step()
+        descend(self.optimizer, loss, self.config.max_grad_norm)
         metrics = {"losses/td_loss": loss.detach(), "losses/q_values": q_taken.detach().mean()}
         return metrics, (q_taken - target).detach()
 

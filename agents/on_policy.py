@@ -13,7 +13,7 @@ from the state stored when it was collected, and minibatches are sets of chunks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import torch
@@ -29,10 +29,21 @@ from networks.actor_critic import PolicyOutput, RecurrentActorCritic
 
 @dataclass
 class OnPolicyConfig:
-    """Hyperparameters every on-policy actor-critic agent has."""
+    """Hyperparameters every on-policy actor-critic agent has.
 
-    n_steps: int = 2048
-    """Steps each env takes per rollout; one update uses n_steps x num_envs transitions."""
+    Defaults follow Stable-Baselines3's per env step, whatever num_envs: SB3's defaults run
+    one env, so its n_steps is also the transitions per update. With n_steps none, those
+    transitions (`sb3_transitions`) are shared among the envs, so that updates per env step
+    match SB3's; a given n_steps is steps per env, as in SB3 with several envs.
+    """
+
+    sb3_transitions: ClassVar[int] = 2048
+    """Transitions per update of SB3's defaults (its n_steps on its default single env)."""
+
+    n_steps: int | None = None
+    """Steps each env takes per rollout; one update uses n_steps x num_envs transitions. None:
+    SB3's default transitions per update (PPO 2048, A2C 5) shared among the envs,
+    max(1, round(T / num_envs)) steps each (PPO with 8 envs: 256)."""
     learning_rate: float = 3e-4
     """Optimiser step size at the start of training."""
     lr_schedule: Schedule = "constant"
@@ -64,17 +75,33 @@ class OnPolicyConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first value that cannot work."""
-        require_positive(self, "n_steps", "learning_rate", "max_grad_norm", "clip_obs", "clip_reward")
+        if self.n_steps is not None:
+            require_positive(self, "n_steps")
+        require_positive(self, "learning_rate", "max_grad_norm", "clip_obs", "clip_reward")
         require_fraction(self, "gamma", "gae_lambda")
         require_non_negative(self, "ent_coef", "vf_coef")
         sizes = self.network.hidden_sizes
         require(len(sizes) > 0 and all(s > 0 for s in sizes), "hidden_sizes", "positive layer widths", sizes)
         require(self.network.recurrent_size > 0, "recurrent_size", "positive", self.network.recurrent_size)
+        if self.n_steps is None:  # the divisor check waits for num_envs (check_seq_len)
+            require(self.seq_len is None or self.seq_len > 0, "seq_len", "positive or none", self.seq_len)
+        else:
+            self.check_seq_len(self.n_steps)
+
+    def steps_per_env(self, num_envs: int) -> int:
+        """Steps each of `num_envs` envs takes per rollout: n_steps, or by default SB3's
+        transitions per update shared among them."""
+        if self.n_steps is not None:
+            return self.n_steps
+        return max(1, round(self.sb3_transitions / num_envs))
+
+    def check_seq_len(self, n_steps: int) -> None:
+        """Raise ConfigError unless seq_len is none or divides the rollout's `n_steps` steps per env."""
         if self.seq_len is not None:
             require(
-                self.seq_len > 0 and self.n_steps % self.seq_len == 0,
+                self.seq_len > 0 and n_steps % self.seq_len == 0,
                 "seq_len",
-                f"a positive divisor of n_steps ({self.n_steps}) or none",
+                f"a positive divisor of n_steps ({n_steps} steps per env) or none",
                 self.seq_len,
             )
 
@@ -96,7 +123,8 @@ class OnPolicyBase:
         self.config = config
         self.device = torch.device(device)
         self.compile = compile  # run the gradient step through torch.compile (agents.optim.compiled)
-        self.n_steps = config.n_steps
+        self.n_steps = config.steps_per_env(num_envs)  # n_steps none: SB3's transitions per update, shared
+        config.check_seq_len(self.n_steps)
         self.net = build_actor_critic(observation_space, action_space, config.network).to(self.device)
         self.recurrent = isinstance(self.net, RecurrentActorCritic)
         self.generator = torch.Generator(self.device).manual_seed(seed)

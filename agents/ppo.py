@@ -21,13 +21,19 @@ from agents.advantages import explained_variance, standardize
 from agents.batch import Metrics, Progress, Rollout
 from agents.config import require, require_positive
 from agents.on_policy import OnPolicyBase, OnPolicyConfig
-from agents.optim import adam, compiled, set_learning_rate
+from agents.optim import adam, compiled, descend, set_learning_rate
 from agents.schedules import Schedule, scheduled
 
 
 @dataclass
 class PPOConfig(OnPolicyConfig):
-    """PPO hyperparameters; defaults are Stable-Baselines3's."""
+    """PPO hyperparameters; defaults are Stable-Baselines3's, per env step.
+
+    With n_steps none an update uses SB3's 2048 transitions whatever num_envs (256 steps in
+    each of 8 envs; 683 x 3 = 2049 where num_envs does not divide 2048), so updates, epochs
+    and minibatches of 64 per env step are SB3's. The one difference left is that GAE sees
+    rollouts of 2048 / num_envs steps per env rather than 2048 on one env.
+    """
 
     batch_size: int = 64
     """Minibatch size of each gradient step."""
@@ -62,8 +68,8 @@ class PPO(OnPolicyBase):
         # a compiled step reads the learning rate from a tensor, so that a schedule does not recompile it
         lr = torch.tensor(cfg.learning_rate) if self.compile else cfg.learning_rate
         optimizer = adam(self.net.parameters(), lr, self.device, self.compile, eps=cfg.adam_eps)
-        self._losses = compiled(self.losses, self.compile, self.device)
-        self._optimizer_step = compiled(self.optimizer_step, self.compile, self.device)
+        self._gradient_step = compiled(self.gradient_step, self.compile, self.device)
+        self._minibatch_stats = compiled(self.minibatch_stats, self.compile, self.device)
         return optimizer
 
     def update(self, batch: Rollout, progress: Progress) -> Metrics:
@@ -109,13 +115,12 @@ class PPO(OnPolicyBase):
                 ]
             for mb, mb_states in minibatches:
                 mb_starts = mb[6] if self.recurrent else None
-                loss, stats = self._losses(*mb[:6], mb_states, mb_starts, clip_t, standardize_each)
-                if cfg.target_kl is not None and stats[3].item() > 1.5 * cfg.target_kl:
-                    stopped_early = True  # this minibatch's step is not taken
-                    break
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self._optimizer_step()
+                if cfg.target_kl is not None:  # a step only while the policy stays close to the old one
+                    stats = self._minibatch_stats(*mb[:6], mb_states, mb_starts, clip_t, standardize_each)
+                    if stats[3].item() > 1.5 * cfg.target_kl:
+                        stopped_early = True
+                        break
+                stats = self._gradient_step(*mb[:6], mb_states, mb_starts, clip_t, standardize_each)
                 history.append(stats)
             if stopped_early:
                 break
@@ -169,7 +174,13 @@ class PPO(OnPolicyBase):
             stats = torch.stack([policy_loss, value_loss, entropy_mean, approx_kl, clip_fraction])
         return loss, stats.detach()
 
-    def optimizer_step(self) -> None:
-        """Clip the global gradient norm, then step the optimiser."""
-        torch.nn.utils.clip_grad_norm_(list(self.net.parameters()), self.config.max_grad_norm, foreach=True)
-        self.optimizer.step()
+    def gradient_step(self, *minibatch: torch.Tensor | bool | None) -> torch.Tensor:
+        """One step of the optimiser down `losses(*minibatch)`; returns its statistics."""
+        loss, stats = self.losses(*minibatch)
+        descend(self.optimizer, loss, self.config.max_grad_norm)
+        return stats
+
+    @torch.no_grad()
+    def minibatch_stats(self, *minibatch: torch.Tensor | bool | None) -> torch.Tensor:
+        """The statistics of `losses(*minibatch)` without a step (the target-KL check)."""
+        return self.losses(*minibatch)[1]

@@ -28,7 +28,7 @@ from torch import nn
 from agents.batch import Metrics, Progress, Transitions
 from agents.config import require
 from agents.off_policy import OffPolicyBase, OffPolicyConfig
-from agents.optim import adam, compiled, detached_call, polyak_update, target_copy
+from agents.optim import adam, compiled, descend, detached_call, polyak_update, target_copy
 from networks.builder import build_actor, build_critic
 
 
@@ -143,9 +143,7 @@ class SAC(OffPolicyBase):
         q = self.critic(obs, actions)  # [K, B]
         td = q - target
         critic_loss = 0.5 * (weights * td.square()).mean(dim=1).sum()
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_optimizer.step()
+        descend(self.critic_optimizer, critic_loss)
 
         pi_actions, log_prob = self.actor.squash(obs, noise[0])
         q_pi = detached_call(self.critic, obs, pi_actions).min(dim=0).values  # through the updated critics
@@ -153,9 +151,7 @@ class SAC(OffPolicyBase):
         loss = actor_loss
         if self.tune_alpha:
             loss = loss - (self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.actor_optimizer.step()
+        descend(self.actor_optimizer, loss)
         metrics = {
             "losses/critic_loss": critic_loss.detach(),
             "losses/actor_loss": actor_loss.detach(),

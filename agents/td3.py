@@ -23,7 +23,7 @@ from torch import nn
 from agents.batch import Metrics, Progress, Transitions
 from agents.config import require_non_negative, require_positive
 from agents.off_policy import OffPolicyBase, OffPolicyConfig
-from agents.optim import adam, compiled, detached_call, polyak_update, target_copy
+from agents.optim import adam, compiled, descend, detached_call, polyak_update, target_copy
 from networks import NetworkConfig
 from networks.builder import build_actor, build_critic
 
@@ -174,16 +174,12 @@ class TD3(OffPolicyBase):
             target = rewards + discounts * next_q
         td = self.critic(obs, actions) - target  # [K, B]
         critic_loss = (weights * td.square()).mean(dim=1).sum()
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_optimizer.step()
+        descend(self.critic_optimizer, critic_loss)
         return {"losses/critic_loss": critic_loss.detach()}, td.detach().abs().mean(dim=0)
 
     def actor_step(self, obs: torch.Tensor) -> torch.Tensor:
         """The actor's step: maximise the first critic's value of its actions (the critics'
         weights get no gradient from it); returns the loss."""
         actor_loss = -detached_call(self.critic, obs, self.actor(obs))[0].mean()
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_optimizer.step()
+        descend(self.actor_optimizer, actor_loss)
         return actor_loss.detach()

@@ -6,6 +6,12 @@ Both are then evaluated by the same code on the same episodes (deterministic pol
 
     python benchmarks/vs_sb3.py --algo ppo --env CartPole-v1 --seeds 0 1 2
     python benchmarks/vs_sb3.py --algo a2c --env CartPole-v1 --seeds 0 1 2
+    python benchmarks/vs_sb3.py --algo ppo --whole-process --seeds 0 1 2
+
+With --whole-process it times what a user meets instead: the whole `drl train ALGO ENV
+--total-steps N --eval-every 0 --eval-episodes 20` process, start to exit, against the whole
+process of a plain SB3 script doing the same work (the same hyperparameters, N steps, one
+final 20-episode evaluation with SB3's evaluate_policy), alternating, one process each.
 
 Wall time covers building the agent and its envs and training (drl's includes writing its
 run directory: metrics, TensorBoard events, the final checkpoint); evaluation is timed apart.
@@ -15,7 +21,11 @@ Needs the `bench` extra: pip install -e .[bench]
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -114,6 +124,94 @@ def run_drl(train, agent, episodes, workdir: Path):
     return seconds, outcome.global_step, result
 
 
+SB3_SCRIPT = """
+import json, sys
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+args = json.loads(sys.argv[1])
+env = make_vec_env(args["env_id"], n_envs=args["num_envs"], seed=args["seed"])
+cls = PPO if args["algo"] == "ppo" else A2C
+schedule = lambda value: (lambda remaining: remaining * value) if args["linear"] else value
+kwargs = args["kwargs"]
+kwargs["learning_rate"] = schedule(kwargs["learning_rate"])
+if "clip_range" in kwargs:
+    kwargs["clip_range"] = schedule(kwargs["clip_range"]) if args["clip_linear"] else kwargs["clip_range"]
+model = cls("MlpPolicy", env, seed=args["seed"], device="cpu", **kwargs)
+model.learn(args["total_steps"])
+mean, std = evaluate_policy(model, make_vec_env(args["env_id"], n_envs=1, seed=10_000), n_eval_episodes=20)
+print(json.dumps({"mean_return": mean}))
+"""
+
+
+def sb3_arguments(algo: str, train: TrainConfig, agent) -> dict:
+    """The SB3 script's arguments: drl's preset as SB3 keyword arguments."""
+    kwargs = dict(
+        n_steps=agent.n_steps,
+        gamma=agent.gamma,
+        gae_lambda=agent.gae_lambda,
+        ent_coef=agent.ent_coef,
+        vf_coef=agent.vf_coef,
+        max_grad_norm=agent.max_grad_norm,
+        normalize_advantage=agent.normalize_advantage,
+        learning_rate=agent.learning_rate,
+    )
+    if algo == "ppo":
+        kwargs.update(batch_size=agent.batch_size, n_epochs=agent.n_epochs, clip_range=agent.clip_range)
+    else:
+        kwargs.update(use_rms_prop=agent.optimizer == "rmsprop", rms_prop_eps=agent.optimizer_eps)
+    return {
+        "algo": algo,
+        "env_id": train.env_id,
+        "num_envs": train.num_envs,
+        "seed": train.seed,
+        "total_steps": train.total_steps,
+        "linear": agent.lr_schedule == "linear",
+        "clip_linear": getattr(agent, "clip_schedule", "constant") == "linear",
+        "kwargs": kwargs,
+    }
+
+
+def timed(command: list[str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{command[:3]} failed:\n{done.stderr[-2000:]}")
+    return seconds, done.stdout
+
+
+def whole_process(args: argparse.Namespace) -> None:
+    """drl train as a user runs it against a plain SB3 script, both timed as whole processes."""
+    drl = shutil.which("drl")
+    steps = args.steps or 100_000
+    print(f"whole processes: drl train {args.algo} {args.env} --total-steps {steps} vs an SB3 script, same work")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, seed in enumerate(args.seeds):
+            train, agent = configs(args.algo, args.env, seed, steps)
+            sb3 = [sys.executable, "-c", SB3_SCRIPT, json.dumps(sb3_arguments(args.algo, train, agent))]
+            ours = [drl, "train", args.algo, args.env, "--total-steps", str(steps), "--seed", str(seed)]
+            ours += ["--eval-every", "0", "--eval-episodes", "20", "--no-progress", "--run-dir", f"{tmp}/r{seed}"]
+            out = {}
+            for who in ["sb3", "drl"] if i % 2 == 0 else ["drl", "sb3"]:
+                seconds, stdout = timed(sb3 if who == "sb3" else ours)
+                if who == "sb3":
+                    result = json.loads(stdout.strip().splitlines()[-1])["mean_return"]
+                else:
+                    result = float(stdout.split("eval return ")[1].split()[0])
+                out[who] = (seconds, result)
+            rows.append(out)
+            print(
+                f"seed {seed}: SB3 script {out['sb3'][0]:5.1f} s (eval {out['sb3'][1]:.1f}) | drl train "
+                f"{out['drl'][0]:5.1f} s (eval {out['drl'][1]:.1f}) | drl / SB3 {out['drl'][0] / out['sb3'][0]:.3f}",
+                flush=True,
+            )
+    sb3_s = statistics.fmean(r["sb3"][0] for r in rows)
+    drl_s = statistics.fmean(r["drl"][0] for r in rows)
+    print(f"\nwhole process: SB3 {sb3_s:.1f} s, drl {drl_s:.1f} s; drl / SB3 {drl_s / sb3_s:.3f} (target <= 0.667)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", default="ppo", choices=["ppo", "a2c"])
@@ -121,7 +219,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="step budget (default: the preset's)")
     parser.add_argument("--episodes", type=int, default=20, help="evaluation episodes per agent")
+    parser.add_argument("--whole-process", action="store_true", help="time drl train and an SB3 script end to end")
     args = parser.parse_args()
+    if args.whole_process:
+        whole_process(args)
+        return
 
     import stable_baselines3
 

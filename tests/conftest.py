@@ -10,12 +10,19 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 TESTS_DIR = Path(__file__).parent
 sys.path.insert(0, str(TESTS_DIR))  # toy_envs and wandb_reader, importable as plain modules
 
 os.environ["WANDB_MODE"] = "offline"  # never reach for the network, never ask for a login
 os.environ["WANDB_SILENT"] = "true"
+# One torch thread per test process (and per `drl` it starts): the suite runs in two pytest-xdist
+# workers on two cores, and two threads each would make every small op wait for a busy core.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def drl_env() -> dict[str, str]:
