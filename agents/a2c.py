@@ -67,7 +67,9 @@ class A2C(OnPolicyBase):
         self._gradient_step = compiled(self.gradient_step, self.compile, self.device)
         if cfg.optimizer == "adam":
             return adam(params, lr, self.device, self.compile, eps=cfg.optimizer_eps)
-        optimizer = torch.optim.RMSprop(params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.optimizer_eps, foreach=True)
+        optimizer = torch.optim.RMSprop(
+            params, lr=lr, alpha=cfg.rmsprop_alpha, eps=cfg.optimizer_eps, foreach=not self.compile
+        )
         materialize_state(optimizer)
         return optimizer
 

@@ -33,12 +33,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def optimizer_kwargs(device: torch.device, compile: bool = False) -> dict[str, bool]:
-    """The optimiser implementation: torch's fused kernels where it has them (CPU and CUDA), or
-    for a compiled step the foreach one, which TorchInductor fuses into the step's own kernels
-    (torch.compile does not trace into the fused kernels)."""
-    if compile or device.type not in ("cpu", "cuda"):
-        return {"foreach": True}
-    return {"fused": True}
+    """The optimiser implementation: torch's fused kernels where it has them (CPU and CUDA); for
+    a compiled step the per-tensor one, which TorchInductor fuses into the step's own kernels
+    (torch.compile does not trace into the fused kernels) and which takes a tensor learning
+    rate (so a schedule does not recompile the step)."""
+    if compile:
+        return {"foreach": False}
+    return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
 
 
 def adam(
