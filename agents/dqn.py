@@ -138,33 +138,23 @@ class DQN(OffPolicyBase):
 
     def update(self, batch: Transitions, progress: Progress) -> tuple[Metrics, torch.Tensor]:
         self._sync_target(progress.step)
-        metrics, td_errors = self._gradient_step(
-            batch.obs, batch.actions, batch.rewards, batch.discounts, batch.next_obs, batch.weights
-        )
+        metrics, td_errors = self._gradient_step(batch)
         self.gradient_steps += 1
         metrics["charts/epsilon"] = self.epsilon(progress.fraction)
         return metrics, td_errors
 
-    def gradient_step(
-        self,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        rewards: torch.Tensor,
-        discounts: torch.Tensor,
-        next_obs: torch.Tensor,
-        weights: torch.Tensor,
-    ) -> tuple[Metrics, torch.Tensor]:
+    def gradient_step(self, batch: Transitions) -> tuple[Metrics, torch.Tensor]:
         """One step of the weighted Huber loss between Q(s, a) and the (double) Q-learning target."""
         with torch.no_grad():
-            next_q = self.q_target(next_obs)
+            next_q = self.q_target(batch.next_obs)
             if self.config.double_q:  # the online net picks the action, the target net values it
-                best = self.q_net(next_obs).argmax(dim=-1, keepdim=True)
+                best = self.q_net(batch.next_obs).argmax(dim=-1, keepdim=True)
                 next_value = next_q.gather(1, best).squeeze(1)
             else:
                 next_value = next_q.max(dim=-1).values
-            target = rewards + discounts * next_value
-        q_taken = self.q_net(obs).gather(1, actions.long().unsqueeze(1)).squeeze(1)
-        loss = (nn.functional.smooth_l1_loss(q_taken, target, reduction="none") * weights).mean()
+            target = batch.rewards + batch.discounts * next_value
+        q_taken = self.q_net(batch.obs).gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
+        loss = (nn.functional.smooth_l1_loss(q_taken, target, reduction="none") * batch.weights).mean()
         descend(self.optimizer, loss, self.config.max_grad_norm)
         metrics = {"losses/td_loss": loss.detach(), "losses/q_values": q_taken.detach().mean()}
         return metrics, (q_taken - target).detach()

@@ -109,40 +109,23 @@ class SAC(OffPolicyBase):
     def update(self, batch: Transitions, progress: Progress) -> tuple[Metrics, torch.Tensor]:
         B, A = batch.rewards.shape[0], self.actor.head.action_dim
         noise = torch.randn((2, B, A), generator=self.generator, device=self.device)  # for a~ and a'
-        metrics, td_errors = self._gradient_step(
-            batch.obs,
-            self.from_env(batch.actions),
-            batch.rewards,
-            batch.discounts,
-            batch.next_obs,
-            batch.weights,
-            noise,
-        )
+        metrics, td_errors = self._gradient_step(batch._replace(actions=self.from_env(batch.actions)), noise)
         self.gradient_steps += 1
         if self.gradient_steps % self.config.target_update_interval == 0:
             polyak_update(self._target_params, self._critic_params, self.config.tau)
         return metrics, td_errors
 
-    def gradient_step(
-        self,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        rewards: torch.Tensor,
-        discounts: torch.Tensor,
-        next_obs: torch.Tensor,
-        weights: torch.Tensor,
-        noise: torch.Tensor,
-    ) -> tuple[Metrics, torch.Tensor]:
-        """The critics' step, then the actor's and alpha's, on a batch [B, ...] with actions in
-        [-1, 1]^A and the noise [2, B, A] of the two reparameterised samples."""
+    def gradient_step(self, batch: Transitions, noise: torch.Tensor) -> tuple[Metrics, torch.Tensor]:
+        """The critics' step, then the actor's and alpha's, on a batch with actions in [-1, 1]^A
+        and the noise [2, B, A] of the two reparameterised samples."""
+        obs, next_obs = batch.obs, batch.next_obs
         alpha = self.log_alpha.detach().exp()
         with torch.no_grad():
             next_actions, next_log_prob = self.actor.squash(next_obs, noise[1])
             next_q = self.critic_target(next_obs, next_actions).min(dim=0).values
-            target = rewards + discounts * (next_q - alpha * next_log_prob)
-        q = self.critic(obs, actions)  # [K, B]
-        td = q - target
-        critic_loss = 0.5 * (weights * td.square()).mean(dim=1).sum()
+            target = batch.rewards + batch.discounts * (next_q - alpha * next_log_prob)
+        td = self.critic(obs, batch.actions) - target  # [K, B]
+        critic_loss = 0.5 * (batch.weights * td.square()).mean(dim=1).sum()
         descend(self.critic_optimizer, critic_loss)
 
         pi_actions, log_prob = self.actor.squash(obs, noise[0])

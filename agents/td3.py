@@ -138,42 +138,25 @@ class TD3(OffPolicyBase):
         noise = None  # target policy smoothing: drawn here, from the agent's generator
         if cfg.target_policy_noise > 0:
             noise = torch.randn(batch.actions.shape, generator=self.generator, device=self.device)
-        metrics, td_errors = self._critic_step(
-            batch.obs,
-            self.from_env(batch.actions),
-            batch.rewards,
-            batch.discounts,
-            batch.next_obs,
-            batch.weights,
-            noise,
-        )
+        metrics, td_errors = self._critic_step(batch._replace(actions=self.from_env(batch.actions)), noise)
         if self.gradient_steps % cfg.policy_delay == 0:
             metrics["losses/actor_loss"] = self._actor_step(batch.obs)
             polyak_update(self._targets, self._online, cfg.tau)
         return metrics, td_errors
 
-    def critic_step(
-        self,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        rewards: torch.Tensor,
-        discounts: torch.Tensor,
-        next_obs: torch.Tensor,
-        weights: torch.Tensor,
-        noise: torch.Tensor | None,
-    ) -> tuple[Metrics, torch.Tensor]:
-        """The critics' step on a batch [B, ...] with actions in [-1, 1]^A; `noise` [B, A] is a
-        standard normal draw for target policy smoothing (none: no smoothing)."""
+    def critic_step(self, batch: Transitions, noise: torch.Tensor | None) -> tuple[Metrics, torch.Tensor]:
+        """The critics' step on a batch with actions in [-1, 1]^A; `noise` [B, A] is a standard
+        normal draw for target policy smoothing (none: no smoothing)."""
         cfg = self.config
         with torch.no_grad():
-            next_actions = self.actor_target(next_obs)
+            next_actions = self.actor_target(batch.next_obs)
             if noise is not None:
                 smoothing = (cfg.target_policy_noise * noise).clamp(-cfg.target_noise_clip, cfg.target_noise_clip)
                 next_actions = (next_actions + smoothing).clamp(-1.0, 1.0)
-            next_q = self.critic_target(next_obs, next_actions).min(dim=0).values
-            target = rewards + discounts * next_q
-        td = self.critic(obs, actions) - target  # [K, B]
-        critic_loss = (weights * td.square()).mean(dim=1).sum()
+            next_q = self.critic_target(batch.next_obs, next_actions).min(dim=0).values
+            target = batch.rewards + batch.discounts * next_q
+        td = self.critic(batch.obs, batch.actions) - target  # [K, B]
+        critic_loss = (batch.weights * td.square()).mean(dim=1).sum()
         descend(self.critic_optimizer, critic_loss)
         return {"losses/critic_loss": critic_loss.detach()}, td.detach().abs().mean(dim=0)
 

@@ -59,6 +59,31 @@ def sb3_schedule(value: float, schedule: str):
     return (lambda remaining: remaining * value) if schedule == "linear" else value
 
 
+def sb3_hyperparameters(algo: str, agent) -> dict:
+    """drl's config as SB3 keyword arguments (plain numbers: schedules are the caller's)."""
+    kwargs = dict(
+        n_steps=agent.n_steps,
+        gamma=agent.gamma,
+        gae_lambda=agent.gae_lambda,
+        ent_coef=agent.ent_coef,
+        vf_coef=agent.vf_coef,
+        max_grad_norm=agent.max_grad_norm,
+        normalize_advantage=agent.normalize_advantage,
+        learning_rate=agent.learning_rate,
+    )
+    if algo == "ppo":
+        kwargs.update(
+            batch_size=agent.batch_size,
+            n_epochs=agent.n_epochs,
+            clip_range=agent.clip_range,
+            clip_range_vf=agent.clip_range_vf,
+            target_kl=agent.target_kl,
+        )
+    else:
+        kwargs.update(use_rms_prop=agent.optimizer == "rmsprop", rms_prop_eps=agent.optimizer_eps)
+    return kwargs
+
+
 def sb3_model(algo: str, train: TrainConfig, agent):
     """The SB3 model with drl's hyperparameters; SB3's MlpPolicy default is 64x64 tanh, separate
     actor and critic, orthogonal init: the same network drl builds by default."""
@@ -67,30 +92,11 @@ def sb3_model(algo: str, train: TrainConfig, agent):
 
     assert agent.network.hidden_sizes == (64, 64) and agent.network.activation == "tanh"
     env = make_vec_env(train.env_id, n_envs=train.num_envs, seed=train.seed)
-    common = dict(
-        n_steps=agent.n_steps,
-        gamma=agent.gamma,
-        gae_lambda=agent.gae_lambda,
-        ent_coef=agent.ent_coef,
-        vf_coef=agent.vf_coef,
-        max_grad_norm=agent.max_grad_norm,
-        normalize_advantage=agent.normalize_advantage,
-        learning_rate=sb3_schedule(agent.learning_rate, agent.lr_schedule),
-        seed=train.seed,
-        device="cpu",
-    )
+    kwargs = sb3_hyperparameters(algo, agent)
+    kwargs["learning_rate"] = sb3_schedule(agent.learning_rate, agent.lr_schedule)
     if algo == "ppo":
-        return PPO(
-            "MlpPolicy",
-            env,
-            batch_size=agent.batch_size,
-            n_epochs=agent.n_epochs,
-            clip_range=sb3_schedule(agent.clip_range, agent.clip_schedule),
-            clip_range_vf=agent.clip_range_vf,
-            target_kl=agent.target_kl,
-            **common,
-        )
-    return A2C("MlpPolicy", env, use_rms_prop=agent.optimizer == "rmsprop", rms_prop_eps=agent.optimizer_eps, **common)
+        kwargs["clip_range"] = sb3_schedule(agent.clip_range, agent.clip_schedule)
+    return (PPO if algo == "ppo" else A2C)("MlpPolicy", env, seed=train.seed, device="cpu", **kwargs)
 
 
 class SB3Policy:
@@ -146,20 +152,6 @@ print(json.dumps({"mean_return": mean}))
 
 def sb3_arguments(algo: str, train: TrainConfig, agent) -> dict:
     """The SB3 script's arguments: drl's preset as SB3 keyword arguments."""
-    kwargs = dict(
-        n_steps=agent.n_steps,
-        gamma=agent.gamma,
-        gae_lambda=agent.gae_lambda,
-        ent_coef=agent.ent_coef,
-        vf_coef=agent.vf_coef,
-        max_grad_norm=agent.max_grad_norm,
-        normalize_advantage=agent.normalize_advantage,
-        learning_rate=agent.learning_rate,
-    )
-    if algo == "ppo":
-        kwargs.update(batch_size=agent.batch_size, n_epochs=agent.n_epochs, clip_range=agent.clip_range)
-    else:
-        kwargs.update(use_rms_prop=agent.optimizer == "rmsprop", rms_prop_eps=agent.optimizer_eps)
     return {
         "algo": algo,
         "env_id": train.env_id,
@@ -168,7 +160,7 @@ def sb3_arguments(algo: str, train: TrainConfig, agent) -> dict:
         "total_steps": train.total_steps,
         "linear": agent.lr_schedule == "linear",
         "clip_linear": getattr(agent, "clip_schedule", "constant") == "linear",
-        "kwargs": kwargs,
+        "kwargs": sb3_hyperparameters(algo, agent),
     }
 
 

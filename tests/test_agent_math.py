@@ -429,7 +429,8 @@ def test_td3_target_policy_noise_is_clipped_then_the_action_clamped():
         assert ((y_unclipped - y)[:2].abs() > 1e-3).all()
     assert_close(y[3], torch.tensor(2.0))
 
-    metrics, td_errors = agent.critic_step(obs, actions, rewards, discounts, next_obs, weights, noise)
+    batch = Transitions(obs, actions, rewards, discounts, next_obs, weights, torch.arange(len(rewards)))
+    metrics, td_errors = agent.critic_step(batch, noise)
     assert_close(td_errors, td.abs().mean(dim=0))
     assert_close(metrics["losses/critic_loss"], (weights * td.square()).mean(dim=1).sum())
 
