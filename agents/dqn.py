@@ -22,6 +22,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
+import envs
 from agents.batch import Metrics, Progress, Transitions
 from agents.config import require, require_fraction, require_positive
 from agents.off_policy import OffPolicyBase, OffPolicyConfig
@@ -89,7 +90,9 @@ class DQN(OffPolicyBase):
         compile: bool = False,
     ):
         super().__init__(config, observation_space, action_space, num_envs, device, seed, compile)
-        self.q_net = build_q_network(observation_space, action_space, config.network, config.dueling).to(self.device)
+        layout = envs.packing(observation_space)
+        self.q_net = build_q_network(observation_space, action_space, config.network, config.dueling, layout)
+        self.q_net.to(self.device)
         self.q_target = target_copy(self.q_net)
         self.optimizer = adam(self.q_net.parameters(), config.learning_rate, self.device, compile)
         self.target_updates = 0  # target updates done so far, one per target_update_interval env steps

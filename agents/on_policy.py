@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import torch
 
+import envs
 from agents.advantages import compute_gae
 from agents.batch import Metrics, Progress, Rollout
 from agents.config import ConfigError, require, require_fraction, require_non_negative, require_positive
@@ -125,7 +126,8 @@ class OnPolicyBase:
         self.compile = compile  # run the gradient step through torch.compile (agents.optim.compiled)
         self.n_steps = config.steps_per_env(num_envs)  # n_steps none: SB3's transitions per update, shared
         config.check_seq_len(self.n_steps)
-        self.net = build_actor_critic(observation_space, action_space, config.network).to(self.device)
+        layout = envs.packing(observation_space)
+        self.net = build_actor_critic(observation_space, action_space, config.network, layout).to(self.device)
         self.recurrent = isinstance(self.net, RecurrentActorCritic)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.obs_normalizer: ObservationNormalizer | None = None

@@ -29,6 +29,8 @@ from torch import nn
 from torch.optim import adam as _adam
 from torch.optim import rmsprop as _rmsprop
 
+from envs import first_line
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -187,8 +189,6 @@ def compiled(fn: F, enabled: bool, device: torch.device) -> F:
         try:
             out = graph(*args, **kwargs)
         except Exception as exc:  # compiling failed: the first call runs uncompiled
-            from envs import first_line
-
             warnings.warn(
                 f"--compile: compiling {fn.__qualname__} failed ({type(exc).__name__}: {first_line(exc)}); "
                 "continuing uncompiled",

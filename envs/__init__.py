@@ -8,7 +8,7 @@ from envs.errors import EnvError, first_line
 from envs.interface import StepInfo, VectorEnvBackend
 from envs.make import make, resolve_env_id
 from envs.registry import Backend, backend_names, get_backend, register_backend, unregister_backend
-from envs.spaces import dict_layout, storage_shape, torch_dtype
+from envs.spaces import dict_layout, packing, storage_shape, torch_dtype
 from envs.vector import TorchVectorEnv
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "VectorEnvBackend",
     "backend_names",
     "dict_layout",
+    "packing",
     "first_line",
     "get_backend",
     "make",

@@ -15,6 +15,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.errors import EnvError
+
 
 class DictEntry(NamedTuple):
     """Where one key of a Dict observation lies in the packed vector."""
@@ -34,10 +36,15 @@ def dict_layout(space: gym.spaces.Dict) -> list[DictEntry]:
         elif isinstance(sub, gym.spaces.Discrete):
             size = 1
         else:
-            raise TypeError(f"Dict observation key {key!r} has space {sub}; supported: Box, Discrete")
+            raise EnvError(f"Dict observation key {key!r} has space {sub}; supported: Box, Discrete")
         entries.append(DictEntry(key, sub, start, start + size))
         start += size
     return entries
+
+
+def packing(space: gym.Space) -> list[DictEntry] | None:
+    """The layout of `space`'s packed form for the networks: `dict_layout` for a Dict, none else."""
+    return dict_layout(space) if isinstance(space, gym.spaces.Dict) else None
 
 
 def torch_dtype(space: gym.Space) -> torch.dtype:

@@ -1,5 +1,9 @@
 """Build networks from Gymnasium spaces: the one place that maps spaces to modules.
 
+What a network needs to know beyond the spaces is passed in: for Dict observations, the
+`layout` of their packed form (which slice of the packed vector holds which key: the caller
+gets it from `envs.dict_layout`), so this package imports neither envs nor runners.
+
 `build_encoder` picks the encoder: a CNN for image observations (uint8 Box images), an
 MLP for vectors and Discrete values, and for Dict observations one extractor per key
 (a CNN for images, flattening or one-hot for the rest) concatenated into an MLP.
@@ -10,15 +14,15 @@ built at the end of the module from the same pieces.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from envs.spaces import dict_layout
 from networks.actor_critic import ActorCritic, RecurrentActorCritic
 from networks.cnn import CNNS, NatureCNN, is_image_space
 from networks.encoders import ACTIVATIONS, MemberStack, MLPEncoder
@@ -73,14 +77,23 @@ class OneHot(nn.Module):
         return nn.functional.one_hot(obs.long().reshape(-1) - self.start, self.n).float()
 
 
+class DictEntry(Protocol):
+    """Where one key of a packed Dict observation lies (`envs.spaces.DictEntry` is one)."""
+
+    key: str
+    space: gym.Space
+    start: int
+    end: int
+
+
 class DictExtractor(nn.Module):
-    """Packed Dict observations [B, D] (see `envs.spaces`) -> concatenated features: a
+    """Packed Dict observations [B, D] (laid out as `layout` says) -> concatenated features: a
     Nature CNN (256 features, as SB3's CombinedExtractor) per image key, one-hot per
     Discrete key, the flattened values of every other key."""
 
-    def __init__(self, space: gym.spaces.Dict, cfg: NetworkConfig):
+    def __init__(self, layout: Sequence[DictEntry], cfg: NetworkConfig):
         super().__init__()
-        self.entries = dict_layout(space)
+        self.entries = list(layout)
         self.parts = nn.ModuleList()
         self.out_dim = 0
         for entry in self.entries:
@@ -118,15 +131,17 @@ def observation_dim(space: gym.Space) -> int:
     raise UnsupportedSpaceError(f"observation space {space} is not supported (supported: Box, Discrete, Dict)")
 
 
-def build_encoder(space: gym.Space, cfg: NetworkConfig, members: int = 1) -> nn.Module:
+def build_encoder(
+    space: gym.Space, cfg: NetworkConfig, members: int = 1, layout: Sequence[DictEntry] | None = None
+) -> nn.Module:
     """An encoder for observations from `space`: [B, *obs_shape] -> [members, B, out_dim],
-    one trunk per member (e.g. 2: one for the actor, one for the critic)."""
+    one trunk per member (e.g. 2: one for the actor, one for the critic). Dict observations
+    need their packing `layout`."""
     mlp_args = (cfg.hidden_sizes, cfg.activation, cfg.ortho_init, members)
     if isinstance(space, gym.spaces.Dict):
-        try:
-            extractor = DictExtractor(space, cfg)
-        except TypeError as exc:
-            raise UnsupportedSpaceError(str(exc)) from None
+        if layout is None:
+            raise UnsupportedSpaceError(f"Dict observations {space} need their packing layout (envs.dict_layout)")
+        extractor = DictExtractor(layout, cfg)
         return MLPEncoder(extractor.out_dim, *mlp_args, extractor=extractor)
     image = is_image_space(space)
     kind = cfg.network if cfg.network != "auto" else ("nature-cnn" if image else "mlp")
@@ -155,16 +170,16 @@ def build_policy_head(space: gym.Space, in_dim: int, cfg: NetworkConfig) -> nn.M
 
 
 def build_actor_critic(
-    obs_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig
+    obs_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig, layout: Sequence[DictEntry] | None = None
 ) -> ActorCritic | RecurrentActorCritic:
     """An actor-critic for these spaces, initialised from torch's global RNG; recurrent
-    when `cfg.recurrent` names a core."""
+    when `cfg.recurrent` names a core. `layout`: see `build_encoder`."""
     if cfg.recurrent != "none":
-        encoder = build_encoder(obs_space, cfg, members=1)
+        encoder = build_encoder(obs_space, cfg, members=1, layout=layout)
         core = RecurrentCore(cfg.recurrent, encoder.out_dim, cfg.recurrent_size)
         policy_head = build_policy_head(action_space, core.out_dim, cfg)
         return RecurrentActorCritic(encoder, core, policy_head, ValueHead(core.out_dim, cfg.ortho_init))
-    encoder = build_encoder(obs_space, cfg, members=1 if cfg.share_encoder else 2)
+    encoder = build_encoder(obs_space, cfg, members=1 if cfg.share_encoder else 2, layout=layout)
     policy_head = build_policy_head(action_space, encoder.out_dim, cfg)
     value_head = ValueHead(encoder.out_dim, cfg.ortho_init)
     return ActorCritic(encoder, policy_head, value_head)
@@ -187,7 +202,11 @@ def _continuous_action_dim(space: gym.Space) -> int:
 
 
 def build_q_network(
-    obs_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig, dueling: bool = False
+    obs_space: gym.Space,
+    action_space: gym.Space,
+    cfg: NetworkConfig,
+    dueling: bool = False,
+    layout: Sequence[DictEntry] | None = None,
 ) -> QNetwork:
     """A Q-network for discrete actions; with `dueling` the last hidden layer is split into
     value and advantage streams of the same width."""
@@ -198,11 +217,11 @@ def build_q_network(
         # an MLP's last hidden layer becomes the streams; a CNN keeps its layers and gets
         # streams of its feature width
         trunk = NetworkConfig(**{**cfg.__dict__, "hidden_sizes": cfg.hidden_sizes[:-1]})
-        encoder = build_encoder(obs_space, trunk)  # an MLP with no hidden layers: the flat observation
+        encoder = build_encoder(obs_space, trunk, layout=layout)  # no hidden layers: the flat observation
         width = cfg.hidden_sizes[-1] if isinstance(encoder, MLPEncoder) else encoder.out_dim
         head: nn.Module = DuelingHead(encoder.out_dim, n, width, ACTIVATIONS[cfg.activation])
         return QNetwork(encoder, head)
-    encoder = build_encoder(obs_space, cfg)
+    encoder = build_encoder(obs_space, cfg, layout=layout)
     return QNetwork(encoder, QHead(encoder.out_dim, n))
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import envs
 from agents.on_policy import OnPolicyBase
 from envs.spaces import pack_obs, storage_shape, torch_dtype
 from networks.builder import NetworkConfig, UnsupportedSpaceError, build_actor_critic, build_encoder, build_q_network
@@ -100,7 +101,7 @@ def test_recurrent_core_resets_at_episode_starts(kind):
 def test_recurrent_actor_critic_from_atari_and_dict_spaces(space, recurrent):
     torch.manual_seed(0)
     cfg = NetworkConfig(recurrent=recurrent, recurrent_size=32)
-    net = build_actor_critic(space, gym.spaces.Discrete(4), cfg)
+    net = build_actor_critic(space, gym.spaces.Discrete(4), cfg, envs.packing(space))
     obs_space = gym.vector.utils.batch_space(space, 6)
     obs_space.seed(0)
     obs = torch.as_tensor(pack_obs(space, obs_space.sample()), dtype=torch_dtype(space)).view(3, 2, -1)
@@ -127,7 +128,7 @@ def test_dict_observations_are_packed_and_encoded_per_key():
     packed = pack_obs(DICT, sample)
     assert packed.shape == (1, 36 * 36 * 3 + 3)
     assert packed[0, -3:].tolist() == [0.5, -0.5, 2.0] and packed[0, 0] == 7.0
-    net = build_actor_critic(DICT, gym.spaces.Discrete(4), NetworkConfig())
+    net = build_actor_critic(DICT, gym.spaces.Discrete(4), NetworkConfig(), envs.dict_layout(DICT))
     extractor = net.encoder.extractor
     assert extractor.out_dim == 256 + 2 + 4  # CNN features, the position, the one-hot target
     features = extractor(torch.as_tensor(packed, dtype=torch.float32))
