@@ -48,10 +48,18 @@ def run_config(train_cfg: TrainConfig, algo_cfg: Any) -> dict[str, Any]:
     return {"algo": train_cfg.algo, "env_id": train_cfg.env_id, "train": to_dict(train_cfg), "agent": to_dict(algo_cfg)}
 
 
+RETIRED_OPTIONS = {"keep_freed_memory", "fused_update", "update_dtype", "compile_update"}
+"""Options that runs saved by earlier versions may hold and this one no longer has (the
+hand-written SAC update and the trainer's malloc settings); they are dropped on load."""
+
+
 def configs_from(config: dict[str, Any]) -> tuple[TrainConfig, Any]:
     """The (TrainConfig, algorithm config) pair saved by `run_config`."""
     spec = get_algorithm(config["algo"])
-    return from_dict(TrainConfig, config["train"]), from_dict(spec.config_cls, config["agent"])
+    train, agent = (
+        {key: value for key, value in config[part].items() if key not in RETIRED_OPTIONS} for part in ("train", "agent")
+    )
+    return from_dict(TrainConfig, train), from_dict(spec.config_cls, agent)
 
 
 def build_agent(train_cfg: TrainConfig, algo_cfg: Any, env: envs.VectorEnvBackend, device: torch.device) -> Agent:

@@ -112,3 +112,17 @@ def test_unknown_preset_lists_the_shipped_ones(tmp_path):
     custom = tmp_path / "mine.yaml"
     custom.write_text("n_steps: 16\n")
     assert load_preset("ppo", "CartPole-v1", str(custom)) == (str(custom), {"n_steps": 16})
+
+
+def test_a_run_saved_before_the_sac_rewrite_still_loads_its_config():
+    from agents.sac import SACConfig
+    from runners.trainer import configs_from, run_config
+
+    saved = run_config(TrainConfig(algo="sac", env_id="Pendulum-v1"), SACConfig(learning_rate=1e-3))
+    saved["train"]["keep_freed_memory"] = True  # options of the hand-written SAC update and the old trainer
+    saved["agent"].update(fused_update=True, update_dtype="auto", compile_update=True)
+    train, agent = configs_from(saved)
+    assert train.env_id == "Pendulum-v1" and agent.learning_rate == 1e-3
+    saved["agent"]["no_such_option"] = 1  # anything else unknown is still refused
+    with pytest.raises(ConfigError, match="unknown option 'no_such_option'"):
+        configs_from(saved)
