@@ -13,7 +13,7 @@ n-step returns), with RMSprop (or Adam) and global gradient-norm clipping.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 
@@ -27,18 +27,19 @@ from agents.schedules import scheduled
 
 @dataclass
 class A2CConfig(OnPolicyConfig):
-    """A2C hyperparameters; defaults are Stable-Baselines3's, per env step.
+    """A2C hyperparameters; defaults are Stable-Baselines3's.
 
-    SB3's default A2C takes a gradient step every 5 transitions (n_steps 5 on one env), on
-    returns looking up to 5 steps ahead. With n_steps none we take max(1, round(5 / num_envs))
-    steps per env, which matches that only with 1 env (5 x 1) and comes near with 2 or 4
-    (2 x 2, 1 x 4 = 4 transitions). With more than 5 envs it cannot match: one step per env
-    is the least, so 8 envs give 8 transitions per update where SB3 takes 5 (5/8 of SB3's
-    gradient steps per env step, each on a larger batch), and returns bootstrap after one
-    step. Set n_steps (and num_envs) to choose otherwise, as the presets do.
+    SB3's default A2C takes a gradient step every 5 transitions (n_steps 5 on its one env), on
+    returns looking up to 5 steps ahead. Sharing those 5 transitions among our default 8 envs
+    is impossible (one step per env is the least), and 8 envs x 1 step, returns that bootstrap
+    after one step, learns far slower per env step on CartPole-v1, for SB3 too (figures in
+    tests/test_defaults_vs_sb3.py). So A2C keeps SB3's 5 steps per env, as SB3 itself runs with
+    several envs: with 8 envs, 40 transitions per update, 1/8 of SB3's one-env updates per env
+    step. With --num-envs 1 it is SB3's default exactly.
     """
 
-    sb3_transitions: ClassVar[int] = 5
+    n_steps: int | None = 5
+    """Steps each env takes per rollout; one update uses n_steps x num_envs transitions."""
     learning_rate: float = 7e-4
     gae_lambda: float = 1.0
     normalize_advantage: bool = False

@@ -43,7 +43,7 @@ class OnPolicyConfig:
 
     n_steps: int | None = None
     """Steps each env takes per rollout; one update uses n_steps x num_envs transitions. None:
-    SB3's default transitions per update (PPO 2048, A2C 5) shared among the envs,
+    SB3's default transitions per update (PPO: 2048) shared among the envs,
     max(1, round(T / num_envs)) steps each (PPO with 8 envs: 256)."""
     learning_rate: float = 3e-4
     """Optimiser step size at the start of training."""

@@ -59,10 +59,10 @@ def sb3_schedule(value: float, schedule: str):
     return (lambda remaining: remaining * value) if schedule == "linear" else value
 
 
-def sb3_hyperparameters(algo: str, agent) -> dict:
+def sb3_hyperparameters(algo: str, agent, num_envs: int) -> dict:
     """drl's config as SB3 keyword arguments (plain numbers: schedules are the caller's)."""
     kwargs = dict(
-        n_steps=agent.n_steps,
+        n_steps=agent.steps_per_env(num_envs),
         gamma=agent.gamma,
         gae_lambda=agent.gae_lambda,
         ent_coef=agent.ent_coef,
@@ -92,7 +92,7 @@ def sb3_model(algo: str, train: TrainConfig, agent):
 
     assert agent.network.hidden_sizes == (64, 64) and agent.network.activation == "tanh"
     env = make_vec_env(train.env_id, n_envs=train.num_envs, seed=train.seed)
-    kwargs = sb3_hyperparameters(algo, agent)
+    kwargs = sb3_hyperparameters(algo, agent, train.num_envs)
     kwargs["learning_rate"] = sb3_schedule(agent.learning_rate, agent.lr_schedule)
     if algo == "ppo":
         kwargs["clip_range"] = sb3_schedule(agent.clip_range, agent.clip_schedule)
@@ -160,7 +160,7 @@ def sb3_arguments(algo: str, train: TrainConfig, agent) -> dict:
         "total_steps": train.total_steps,
         "linear": agent.lr_schedule == "linear",
         "clip_linear": getattr(agent, "clip_schedule", "constant") == "linear",
-        "kwargs": sb3_hyperparameters(algo, agent),
+        "kwargs": sb3_hyperparameters(algo, agent, train.num_envs),
     }
 
 
