@@ -61,7 +61,8 @@ class TD3Config(OffPolicyConfig):
 
 @dataclass
 class DDPGConfig(TD3Config):
-    """DDPG: TD3 with one critic, no policy delay and no target policy smoothing."""
+    """DDPG: TD3 with one critic, no policy delay and no target policy smoothing. Exploration
+    noise is TD3's 0.1 (Stable-Baselines3's DDPG has none by default; the zoo uses 0.1)."""
 
     policy_delay: int = 1
     """Critic steps per actor (and target) update."""
