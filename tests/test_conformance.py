@@ -78,7 +78,7 @@ class PythonLoopBackend:
         self.lengths = np.zeros(num_envs, dtype=np.int64)
 
     def _tensor(self, values: Any, dtype: torch.dtype) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(values), device=self.device).to(dtype)
+        return torch.tensor(np.asarray(values), device=self.device).to(dtype)  # a copy: `values` changes later
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[torch.Tensor, dict]:
         seed = self.seed if seed is None else seed
