@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import os
@@ -127,32 +128,10 @@ def _make_gymnasium(
     return TorchVectorEnv(vector_env, device, seed, scores_from_info=atari)
 
 
-def make_gym(
-    env_id: str,
-    num_envs: int,
-    seed: int | None,
-    device: torch.device,
-    training: bool,
-    video_dir: str | None = None,
-    video_prefix: str = "episode",
-    **env_kwargs: Any,
-) -> TorchVectorEnv:
-    """The gym backend: Gymnasium's SyncVectorEnv in a `TorchVectorEnv`."""
-    return _make_gymnasium(False, env_id, num_envs, seed, device, training, video_dir, video_prefix, **env_kwargs)
-
-
-def make_async(
-    env_id: str,
-    num_envs: int,
-    seed: int | None,
-    device: torch.device,
-    training: bool,
-    video_dir: str | None = None,
-    video_prefix: str = "episode",
-    **env_kwargs: Any,
-) -> TorchVectorEnv:
-    """The async backend: Gymnasium's AsyncVectorEnv (one worker process per env) in a `TorchVectorEnv`."""
-    return _make_gymnasium(True, env_id, num_envs, seed, device, training, video_dir, video_prefix, **env_kwargs)
+make_gym = functools.partial(_make_gymnasium, False)
+"""The gym backend: Gymnasium's SyncVectorEnv in a `TorchVectorEnv`."""
+make_async = functools.partial(_make_gymnasium, True)
+"""The async backend: Gymnasium's AsyncVectorEnv (one worker process per env) in a `TorchVectorEnv`."""
 
 
 def make_envpool(
