@@ -4,6 +4,12 @@ Each variant runs in a fresh process (alternating, `--rounds` times), on minibat
 Pendulum-v1 preset's shape (batch 256, the preset's networks), with denormals flushed as
 `drl train` does; compile time is left out of the figure and printed beside it.
 
+It also prints the floor the hardware sets: the step's matmul FLOPs (counted by
+`torch.utils.flop_counter` on one eager step, backward passes included) over this device's
+float32 matmul rate (a [B, 256] x [256, 256] product, the shape of the hidden layers, timed
+with the same thread count). An update at that floor is bound by arithmetic, not by Python
+or memory traffic.
+
     python benchmarks/update_step.py --algo sac            # CPU
     python benchmarks/update_step.py --algo sac --device cuda
 """
@@ -26,12 +32,18 @@ from runners.cliargs import set_values
 from runners.config import TrainConfig
 
 
+def preset_config(algo: str):
+    """The env the benchmark uses for `algo` and the agent config of its preset."""
+    env_id = "Pendulum-v1" if algo in ("sac", "td3", "ddpg") else "CartPole-v1"
+    train, cfg = TrainConfig(algo=algo, env_id=env_id), get_algorithm(algo).config_cls()
+    set_values([train, cfg], load_preset(algo, env_id, None)[1], "preset")
+    return env_id, cfg
+
+
 def measure(algo: str, compile: bool, device: str, steps: int, block: int) -> dict:
     torch.set_flush_denormal(True)
     spec = get_algorithm(algo)
-    env_id = "Pendulum-v1" if algo in ("sac", "td3", "ddpg") else "CartPole-v1"
-    train, cfg = TrainConfig(algo=algo, env_id=env_id), spec.config_cls()
-    set_values([train, cfg], load_preset(algo, env_id, None)[1], "preset")
+    env_id, cfg = preset_config(algo)
     env = gym.make(env_id)
     dev = torch.device(device)
     torch.manual_seed(0)
@@ -60,6 +72,7 @@ def measure(algo: str, compile: bool, device: str, steps: int, block: int) -> di
         for _ in range(8)
     ]
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    flops = step_flops(spec, cfg, env, dev, batches[0]) if not compile else None
     start = time.perf_counter()
     for i in range(3):  # compiles (the first calls)
         agent.update(batches[i % 8], Progress(i, 10**6))
@@ -72,7 +85,34 @@ def measure(algo: str, compile: bool, device: str, steps: int, block: int) -> di
             agent.update(batches[i % 8], Progress(b * block + i, 10**6))
         sync()
         blocks.append((time.perf_counter() - t0) / block * 1000)
-    return {"ms": statistics.median(blocks), "min": min(blocks), "warmup_s": warmup}
+    return {"ms": statistics.median(blocks), "min": min(blocks), "warmup_s": warmup, "flops": flops}
+
+
+def step_flops(spec, cfg, env, dev: torch.device, batch: Transitions) -> int:
+    """Matmul FLOPs of one gradient step (forward and backward), on a throwaway agent."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    agent = spec.make_agent(cfg, env.observation_space, env.action_space, 1, dev, 0, compile=False)
+    with FlopCounterMode(display=False) as counter:
+        agent.update(batch, Progress(0, 10**6))
+    return counter.get_total_flops()
+
+
+def matmul_rate(device: str, rows: int, seconds: float = 2.0) -> float:
+    """This device's float32 matmul rate in FLOP/s on the hidden layers' shape."""
+    dev = torch.device(device)
+    a, b = torch.randn(rows, 256, device=dev), torch.randn(256, 256, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for _ in range(20):
+        a @ b
+    sync()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(50):
+            a @ b
+        sync()
+        n += 50
+    return 2 * rows * 256 * 256 * n / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -103,6 +143,13 @@ def main() -> None:
     eager = statistics.median(x["ms"] for x in results["eager"])
     compiled = statistics.median(x["ms"] for x in results["compiled"])
     print(f"\nmedian ms per gradient step: eager {eager:.2f}, compiled {compiled:.2f} ({eager / compiled:.2f}x)")
+    flops = results["eager"][0]["flops"]
+    rate = matmul_rate(args.device, preset_config(args.algo)[1].batch_size)
+    floor = flops / rate * 1000
+    print(
+        f"matmul work per step {flops / 1e6:.0f} MFLOP; float32 matmul rate here {rate / 1e9:.1f} GFLOP/s; "
+        f"floor {floor:.2f} ms per step: compiled reaches {floor / compiled:.0%} of it, eager {floor / eager:.0%}"
+    )
 
 
 if __name__ == "__main__":
