@@ -116,5 +116,5 @@ class A2C(OnPolicyBase):
         if cfg.ent_coef:  # with a zero weight, keep the entropy out of the backward pass
             loss = loss - cfg.ent_coef * entropy_mean
 
-        descend(self.optimizer, loss, cfg.max_grad_norm)
+        descend(self.optimizer, loss, cfg.max_grad_norm, self.distributed)  # DDP: averaged over the ranks
         return torch.stack([policy_loss, value_loss, entropy_mean]).detach()

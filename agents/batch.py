@@ -27,6 +27,10 @@ class Rollout(NamedTuple):
     #                            observation where the episode was truncated, obs[t + 1] otherwise
     states: torch.Tensor | None = None  # [T, N, S, H] recurrent state before each step (before resets)
     starts: torch.Tensor | None = None  # [T, N] bool: the step begins an episode (state zeroed first)
+    final_obs: torch.Tensor | None = None  # [T, N, *obs_shape] the observation each step reached
+    #                                        (before any autoreset): what a learner that re-values
+    #                                        states (APPO's V-trace) bootstraps truncations from
+    last_obs: torch.Tensor | None = None  # [N, *obs_shape] the observation after the last step
 
 
 class Transitions(NamedTuple):

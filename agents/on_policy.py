@@ -8,6 +8,12 @@ With a recurrent network (`--recurrent lstm|gru`) `act` and `value` also take th
 recurrent state and the episode starts, and updates learn from sequences: the rollout is
 cut into chunks of `seq_len` steps per env (the whole rollout by default), each replayed
 from the state stored when it was collected, and minibatches are sets of chunks.
+
+In DDP training (`drl train --nproc G`, `runners/distributed.py`) every rank holds a copy of
+the agent and collects with its own share of the envs; the runner sets `distributed`, and then
+every gradient is averaged over the ranks (`agents.optim.descend`) and the normalisers fold in
+all ranks' batches, so the copies stay equal. What stays per rank: the per-env running returns
+of reward scaling, and advantage standardisation (over each rank's own minibatch).
 """
 
 from __future__ import annotations
@@ -124,6 +130,9 @@ class OnPolicyBase:
         self.config = config
         self.device = torch.device(device)
         self.compile = compile  # run the gradient step through torch.compile (agents.optim.compiled)
+        # DDP training (set by the runner): average gradients and normaliser statistics over the
+        # ranks of the initialised process group (see the module docstring)
+        self.distributed = False
         self.n_steps = config.steps_per_env(num_envs)  # n_steps none: SB3's transitions per update, shared
         config.check_seq_len(self.n_steps)
         layout = envs.packing(observation_space)
@@ -210,16 +219,17 @@ class OnPolicyBase:
         """GAE advantages and value targets [T, N], on scaled rewards when reward normalisation is on."""
         rewards = batch.rewards
         if self.reward_scaler is not None:
-            rewards = self.reward_scaler(rewards, batch.terminated | batch.truncated)
+            rewards = self.reward_scaler(rewards, batch.terminated | batch.truncated, self.distributed)
         cfg = self.config
         return compute_gae(
             rewards, batch.values, batch.next_values, batch.terminated, batch.truncated, cfg.gamma, cfg.gae_lambda
         )
 
     def finish_update(self, batch: Rollout) -> None:
-        """Fold the rollout's observations into the normaliser, after the update used the old statistics."""
+        """Fold the rollout's observations (all ranks' in DDP training) into the normaliser,
+        after the update used the old statistics."""
         if self.obs_normalizer is not None:
-            self.obs_normalizer.update(batch.obs.flatten(0, 1))
+            self.obs_normalizer.update(batch.obs.flatten(0, 1), self.distributed)
 
     def update(self, batch: Rollout, progress: Progress) -> Metrics:
         """Learn from one rollout; `progress.fraction` drives the schedules. Returns metrics as
@@ -247,4 +257,7 @@ class OnPolicyBase:
         if self.obs_normalizer is not None:
             self.obs_normalizer.load_state_dict(state["obs_normalizer"])
         if self.reward_scaler is not None:
-            self.reward_scaler.load_state_dict(state["reward_scaler"])
+            scaler = dict(state["reward_scaler"])
+            if scaler["returns"].shape != self.reward_scaler.returns.shape:  # resumed with another number of envs
+                scaler["returns"] = torch.zeros_like(self.reward_scaler.returns)  # their running returns restart
+            self.reward_scaler.load_state_dict(scaler)

@@ -2,9 +2,10 @@
 
 An agent writes its gradient step as one plain autograd method: losses, then
 `descend(optimizer, loss)` for each optimiser, which takes the gradients with
-`torch.autograd.grad`, clips them to a global norm if asked, and applies torch's own update
-(the functional form `torch.optim.adam.adam` / `rmsprop.rmsprop` that `Optimizer.step`
-calls) to the optimiser's own state, so checkpoints hold ordinary optimiser state dicts.
+`torch.autograd.grad`, averages them over the ranks in DDP training (`average_gradients`),
+clips them to a global norm if asked, and applies torch's own update (the functional form
+`torch.optim.adam.adam` / `rmsprop.rmsprop` that `Optimizer.step` calls) to the optimiser's
+own state, so checkpoints hold ordinary optimiser state dicts.
 
 `compiled(fn, enabled, device)` is what `--compile` does for every agent: that method runs as
 it is or through `torch.compile`. Written this way (no `.backward()`, no `Optimizer.step()`,
@@ -77,13 +78,63 @@ def clip_by_global_norm(grads: list[torch.Tensor], max_norm: float) -> list[torc
     return [g * scale for g in grads]
 
 
-def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None = None) -> None:
+def process_group_ready() -> bool:
+    """Whether this process belongs to a torch.distributed process group (DDP training)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+@torch.no_grad()
+def all_ranks_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` summed over the ranks of the process group (itself when there is none)."""
+    if not process_group_ready():
+        return tensor
+    total = tensor.clone()
+    torch.distributed.all_reduce(total)
+    return total
+
+
+@torch.no_grad()
+def all_ranks_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` averaged over the ranks of the process group (itself when there is none)."""
+    if not process_group_ready():
+        return tensor
+    return all_ranks_sum(tensor) / torch.distributed.get_world_size()
+
+
+@torch.no_grad()
+def average_gradients(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """`grads` averaged over the ranks of the process group: one `all_reduce` of all of them
+    flattened into one buffer, divided by the world size.
+
+    This is what DistributedDataParallel's reducer does: it all-reduces flattened buckets of
+    gradients and divides by the world size. DDP starts those all-reduces from autograd hooks
+    that fire as `.backward()` accumulates into each parameter's `.grad`; our steps take their
+    gradients with `torch.autograd.grad`, which writes no `.grad` and fires no such hook, so
+    `descend` calls torch.distributed's collective itself, once per step over all gradients (one
+    bucket). With every rank's loss a mean over an equal share of the batch, the average is the
+    gradient of the loss over the whole batch."""
+    flat = all_ranks_mean(torch.cat([g.reshape(-1) for g in grads]))
+    return [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads, strict=True)]
+
+
+def descend(
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    max_grad_norm: float | None = None,
+    distributed: bool = False,
+) -> None:
     """One step of `optimizer` down `loss`: gradients by `torch.autograd.grad` (the parameters'
-    `.grad` is not written), clipped to a global norm of `max_grad_norm` when given, then the
-    optimiser's own update on its own state. Adam and RMSprop with one parameter group."""
+    `.grad` is not written), averaged over the ranks of the process group when `distributed`
+    and one is initialised (`average_gradients`: what DistributedDataParallel's reducer does,
+    called directly because its hooks do not fire under `autograd.grad`), clipped to a global
+    norm of `max_grad_norm` when given (after averaging, as DDP with `clip_grad_norm_`: every
+    rank clips the same gradient), then the optimiser's own update on its own state, the same on
+    every rank. Adam and RMSprop with one parameter group."""
     (group,) = optimizer.param_groups
     params = group["params"]
     grads = list(torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True))
+    if distributed and process_group_ready():
+        grads = average_gradients(grads)
     if max_grad_norm is not None:
         grads = clip_by_global_norm(grads, max_grad_norm)
     states = [optimizer.state[p] for p in params]

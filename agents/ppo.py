@@ -9,6 +9,13 @@ minibatches, each step minimising
 
 with global gradient-norm clipping, optional early stop on the approximate KL divergence,
 and linear annealing of the learning rate and the clip range when asked.
+
+In DDP training (`distributed`, see `agents.on_policy`) each rank runs the same number of
+minibatches over its own rollout; gradients are averaged over the ranks at every step, and the
+approximate KL of the target-KL check is averaged too, so every rank stops at the same
+minibatch. Advantages are standardised per minibatch per rank (over that rank's share of the
+global minibatch), not over the global minibatch: it would cost two more collectives per step,
+and each share is a sample of the same rollout, so its mean and spread estimate the global ones.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from agents.advantages import explained_variance, standardize
 from agents.batch import Metrics, Progress, Rollout
 from agents.config import require, require_positive
 from agents.on_policy import OnPolicyBase, OnPolicyConfig
-from agents.optim import adam, compiled, descend, set_learning_rate
+from agents.optim import adam, all_ranks_mean, compiled, descend, set_learning_rate
 from agents.schedules import Schedule, scheduled
 
 
@@ -117,7 +124,8 @@ class PPO(OnPolicyBase):
                 mb_starts = mb[6] if self.recurrent else None
                 if cfg.target_kl is not None:  # a step only while the policy stays close to the old one
                     stats = self._minibatch_stats(*mb[:6], mb_states, mb_starts, clip_t, standardize_each)
-                    if stats[3].item() > 1.5 * cfg.target_kl:
+                    approx_kl = all_ranks_mean(stats[3]) if self.distributed else stats[3]  # all ranks agree
+                    if approx_kl.item() > 1.5 * cfg.target_kl:
                         stopped_early = True
                         break
                 stats = self._gradient_step(*mb[:6], mb_states, mb_starts, clip_t, standardize_each)
@@ -177,7 +185,7 @@ class PPO(OnPolicyBase):
     def gradient_step(self, *minibatch: torch.Tensor | bool | None) -> torch.Tensor:
         """One step of the optimiser down `losses(*minibatch)`; returns its statistics."""
         loss, stats = self.losses(*minibatch)
-        descend(self.optimizer, loss, self.config.max_grad_norm)
+        descend(self.optimizer, loss, self.config.max_grad_norm, self.distributed)
         return stats
 
     @torch.no_grad()

@@ -11,6 +11,7 @@ import gymnasium as gym
 import torch
 
 from agents.a2c import A2C, A2CConfig
+from agents.appo import APPO, APPOConfig
 from agents.config import ConfigError
 from agents.dqn import DQN, DQNConfig
 from agents.ppo import PPO, PPOConfig
@@ -33,6 +34,9 @@ class AlgorithmSpec:
     kind: Literal["on_policy", "off_policy"]
     """Which runner loop drives it: rollouts (on_policy) or replay (off_policy)."""
     action_spaces: tuple[type[gym.Space], ...]
+    asynchronous: bool = False
+    """On Ray workers (`--num-workers`): the learner updates on each unroll as it arrives and
+    corrects for the policy lag (APPO), instead of waiting for every worker's (PPO, A2C)."""
 
     def make_agent(
         self,
@@ -77,6 +81,15 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             A2C,
             "on_policy",
             ON_POLICY_ACTIONS,
+        ),
+        AlgorithmSpec(
+            "appo",
+            "Asynchronous PPO with V-trace (IMPACT-style target network)",
+            APPOConfig,
+            APPO,
+            "on_policy",
+            ON_POLICY_ACTIONS,
+            asynchronous=True,
         ),
         AlgorithmSpec(
             "dqn",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -25,6 +26,7 @@ from typing import Any
 import envs
 from agents import ALGORITHMS, ConfigError, get_algorithm
 from agents.presets import available_presets, load_preset
+from runners import distributed
 from runners.checkpoint import CheckpointError, load_checkpoint
 from runners.cliargs import ArgumentParser, add_arguments, apply_namespace, set_values
 from runners.config import TrainConfig
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"drl: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    finally:
+        distributed.teardown()  # a DDP worker leaves its process group (nothing otherwise)
 
 
 # --------------------------------------------------------------------------- train
@@ -127,10 +131,26 @@ def cmd_train(args: list[str]) -> int:
 
     run_dir = Path(train_cfg.run_dir or _default_run_dir(train_cfg))
     check_run_dir_free(run_dir)  # fail before any work if the directory holds another run
+    if distributed.should_launch(train_cfg.nproc):  # DDP: this command again, as nproc torchrun workers
+        train_cfg.validate()
+        algo_cfg.validate()
+        return distributed.launch(
+            train_cfg.nproc, ["train", *args, "--run-dir", str(run_dir)], train_cfg.torch_device()
+        )
     set_process_options(train_cfg)  # this process's own settings, before torch starts its threads
+    _join_process_group(train_cfg)
     trainer = Trainer(train_cfg, algo_cfg)
-    train_cfg.run_dir = str(create_run_dir(run_dir))
+    if trainer.is_main:  # DDP: rank 0 alone writes the run directory
+        train_cfg.run_dir = str(create_run_dir(run_dir))
     return _train(trainer, run_dir, wandb_id=None)
+
+
+def _join_process_group(cfg: TrainConfig) -> None:
+    """In a torchrun worker (DDP): the run has as many processes as the group, which it joins."""
+    if distributed.is_worker():
+        cfg.nproc = int(os.environ["WORLD_SIZE"])
+        cfg.validate()
+        distributed.init_from_env(cfg.torch_device())
 
 
 def _default_run_dir(cfg: TrainConfig) -> str:
@@ -143,6 +163,15 @@ def _resume(args: list[str]) -> int:
     parser.add_argument("--resume", required=True, metavar="RUN_DIR", help="run directory to continue")
     parser.add_argument("--total-steps", type=_int_at_least(1), help="new step budget (to train for longer)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar")
+    parser.add_argument(
+        "--nproc", type=_int_at_least(1), help="training processes from now on (DDP; default: the run's)"
+    )
+    parser.add_argument(
+        "--num-workers",
+        type=_int_at_least(0),
+        help="Ray rollout workers from now on (each with the run's envs per worker; 0: none)",
+    )
+    parser.add_argument("--ray-address", help="Ray cluster to join (auto or HOST:PORT)")
     namespace = parser.parse_args(args)
     run_dir = Path(namespace.resume)
     if not run_dir.is_dir():
@@ -159,12 +188,24 @@ def _resume(args: list[str]) -> int:
         train_cfg.total_steps = namespace.total_steps
     if namespace.progress is not None:
         train_cfg.progress = namespace.progress
+    if namespace.nproc is not None:
+        train_cfg.nproc = namespace.nproc
+    if namespace.num_workers is not None and namespace.num_workers != train_cfg.num_workers:
+        if train_cfg.num_workers and namespace.num_workers and train_cfg.envs_per_worker is None:
+            train_cfg.envs_per_worker = train_cfg.num_envs // train_cfg.num_workers  # keep each worker's share
+        train_cfg.num_workers = namespace.num_workers
+    if namespace.ray_address is not None:
+        train_cfg.ray_address = namespace.ray_address
     if step >= train_cfg.total_steps:
         raise ConfigError(
             f"run {run_dir} already reached {step} of {train_cfg.total_steps} steps; "
             "pass a larger --total-steps to train longer"
         )
+    if distributed.should_launch(train_cfg.nproc):  # DDP: this command again, as nproc torchrun workers
+        train_cfg.validate()
+        return distributed.launch(train_cfg.nproc, ["train", *args], train_cfg.torch_device())
     set_process_options(train_cfg)
+    _join_process_group(train_cfg)
     try:
         trainer = Trainer(train_cfg, algo_cfg, resume=payload)
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
@@ -172,7 +213,8 @@ def _resume(args: list[str]) -> int:
             raise
         reason = " ".join(str(exc).split())[:200]
         raise CheckpointError(f"checkpoint {payload['path']} does not fit its config ({reason})") from None
-    print(f"drl: resuming {run_dir} from step {step} ({payload['path']})", file=sys.stderr)
+    if trainer.is_main:
+        print(f"drl: resuming {run_dir} from step {step} ({payload['path']})", file=sys.stderr)
     return _train(trainer, run_dir, wandb_id=read_status(run_dir).get("wandb_id"))
 
 
@@ -191,11 +233,13 @@ class _StopRequest:
 
 def _train(trainer: Trainer, run_dir: Path, wandb_id: str | None) -> int:
     cfg = trainer.cfg
-    print(
-        f"drl: training {cfg.algo} on {cfg.env_id} for {cfg.total_steps} steps "
-        f"({cfg.num_envs} envs, {cfg.backend} backend, {trainer.device}); run dir {run_dir}",
-        file=sys.stderr,
-    )
+    if trainer.is_main:  # DDP: rank 0 alone reports
+        processes = f", {trainer.world_size} processes" if trainer.world_size > 1 else ""
+        print(
+            f"drl: training {cfg.algo} on {cfg.env_id} for {cfg.total_steps} steps "
+            f"({cfg.num_envs} envs, {cfg.backend} backend, {trainer.device}{processes}); run dir {run_dir}",
+            file=sys.stderr,
+        )
     stop = _StopRequest()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -204,11 +248,12 @@ def _train(trainer: Trainer, run_dir: Path, wandb_id: str | None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if result.status == "interrupted":
-        print(
-            f"drl: stopped at step {result.global_step}; checkpoint {result.checkpoint}; "
-            f"continue with: drl train --resume {run_dir}",
-            file=sys.stderr,
-        )
+        if trainer.is_main:
+            print(
+                f"drl: stopped at step {result.global_step}; checkpoint {result.checkpoint}; "
+                f"continue with: drl train --resume {run_dir}",
+                file=sys.stderr,
+            )
         return 130
     sps = result.global_step / result.seconds
     summary = f"trained {result.global_step} steps in {result.seconds:.1f} s ({sps:,.0f} steps/s)"
@@ -218,7 +263,8 @@ def _train(trainer: Trainer, run_dir: Path, wandb_id: str | None) -> int:
     if result.solved is not None:
         steps, seconds = result.solved
         summary += f"; solved (eval >= {cfg.solved_threshold:g}) at step {steps} after {seconds:.2f} s of training"
-    print(f"{summary}; run dir {run_dir}")
+    if trainer.is_main:
+        print(f"{summary}; run dir {run_dir}")
     return 0
 
 

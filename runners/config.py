@@ -29,6 +29,19 @@ class TrainConfig:
     backend: str = field(default="gym", metadata={"choices": envs.backend_names})
     """Vector env backend, one of those registered with envs.register_backend (the built-in
     ones are described in envs/make.py)."""
+    num_workers: int = 0
+    """Ray rollout workers (processes, here or on a cluster), each stepping envs_per_worker envs
+    of `backend` with a CPU copy of the policy; 0: collect in this process."""
+    envs_per_worker: int | None = None
+    """Envs of each Ray worker; none: num_envs / num_workers. Given, num_envs becomes
+    num_workers x envs_per_worker."""
+    ray_address: str | None = None
+    """Ray cluster to join: auto (the one this machine is part of) or HOST:PORT of `ray start
+    --head`; none: start a local Ray instance for the run."""
+    nproc: int = 1
+    """Training processes on this machine (DDP, on-policy algorithms): more than 1 starts them
+    with torchrun, each on its own GPU (NCCL) or on the CPU (gloo), with num_envs / nproc of the
+    envs; gradients are averaged, rank 0 logs, evaluates and checkpoints (runners/distributed.py)."""
     seed: int = 0
     """Root seed; every other seed (envs, torch, evaluation) is derived from it."""
     device: str = "auto"
@@ -92,6 +105,20 @@ class TrainConfig:
 
     def validate(self) -> None:
         require_positive(self, "total_steps", "num_envs", "log_every")
+        require_non_negative(self, "num_workers")
+        if self.num_workers:
+            if self.envs_per_worker is not None:
+                require_positive(self, "envs_per_worker")
+                self.num_envs = self.num_workers * self.envs_per_worker
+            require(
+                self.num_envs % self.num_workers == 0,
+                "num_envs",
+                f"a multiple of --num-workers {self.num_workers} (or give --envs-per-worker)",
+                self.num_envs,
+            )
+        require_positive(self, "nproc")
+        require(self.num_envs % self.nproc == 0, "num_envs", f"a multiple of --nproc {self.nproc}", self.num_envs)
+        require(not (self.nproc > 1 and self.num_workers), "nproc", "1 with --num-workers", self.nproc)
         names = envs.backend_names()
         require(self.backend in names, "backend", "one of " + ", ".join(names), self.backend)
         require(

@@ -160,6 +160,8 @@ class OnPolicyCollector:
             next_values,
             s.states,
             s.starts,
+            s.final_obs,
+            self.obs,
         )
 
     def pop_episode_stats(self) -> dict[str, torch.Tensor]:
@@ -169,10 +171,13 @@ class OnPolicyCollector:
         return {"obs": self.obs, "policy_state": self.state, "starts": self.starts, **self.episodes.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.obs = state["obs"].to(self.env.device)
-        if self.state is not None:
-            self.state = state["policy_state"].to(self.env.device)
-        self.starts = state["starts"].to(self.env.device)
+        """Restore; a state without observations (saved by a run on Ray workers) keeps the
+        episodes this collector's envs are in."""
+        if "obs" in state:
+            self.obs = state["obs"].to(self.env.device)
+            if self.state is not None:
+                self.state = state["policy_state"].to(self.env.device)
+            self.starts = state["starts"].to(self.env.device)
         self.episodes.load_state_dict(state)
 
 

@@ -14,14 +14,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import torch
 
 import envs
-from agents import Agent, get_algorithm
+from agents import Agent, ConfigError, get_algorithm
 from runners import checkpoint as ckpt
+from runners import distributed
 from runners.cliargs import from_dict, to_dict, warn
 from runners.config import TrainConfig
 from runners.evaluate import EvalResult, evaluate
@@ -62,8 +63,22 @@ def configs_from(config: dict[str, Any]) -> tuple[TrainConfig, Any]:
     return from_dict(TrainConfig, train), from_dict(spec.config_cls, agent)
 
 
-def build_agent(train_cfg: TrainConfig, algo_cfg: Any, env: envs.VectorEnvBackend, device: torch.device) -> Agent:
-    """A fresh agent for `env`'s spaces; network weights come from torch's global RNG."""
+class Spaces(NamedTuple):
+    """The spaces of one env, where no env of the run is in this process (Ray workers hold them)."""
+
+    single_observation_space: gym.Space
+    single_action_space: gym.Space
+
+
+def build_agent(
+    train_cfg: TrainConfig,
+    algo_cfg: Any,
+    env: envs.VectorEnvBackend | Spaces,
+    device: torch.device,
+    num_envs: int | None = None,
+) -> Agent:
+    """A fresh agent for `env`'s spaces and `num_envs` envs (default: the run's; in DDP training
+    the rank's share); network weights come from torch's global RNG."""
     spec = get_algorithm(train_cfg.algo)
     spec.check_action_space(env.single_action_space, train_cfg.env_id)
     seeds = derive_seeds(train_cfg.seed)
@@ -72,7 +87,7 @@ def build_agent(train_cfg: TrainConfig, algo_cfg: Any, env: envs.VectorEnvBacken
         algo_cfg,
         env.single_observation_space,
         env.single_action_space,
-        train_cfg.num_envs,
+        train_cfg.num_envs if num_envs is None else num_envs,
         device,
         seeds.agent,
         compile=train_cfg.compile,
@@ -99,28 +114,82 @@ class Trainer:
     that collects and updates (rollouts for on-policy agents, replay for off-policy ones)."""
 
     def __init__(self, train_cfg: TrainConfig, algo_cfg: Any, resume: dict[str, Any] | None = None):
+        spec = get_algorithm(train_cfg.algo)
+        if train_cfg.num_workers and spec.kind != "on_policy":
+            raise ConfigError(f"--num-workers collects rollouts for on-policy algorithms, not {train_cfg.algo}")
         train_cfg.validate()
         algo_cfg.validate()
         self.cfg, self.algo_cfg = train_cfg, algo_cfg
-        self.device = train_cfg.torch_device()
+        # DDP (runners/distributed.py): this process's rank; rank 0 alone writes the run directory
+        self.rank, self.world_size = distributed.rank_and_world()
+        self.is_main = self.rank == 0
+        self.device = distributed.rank_device(train_cfg.torch_device())
         self.seeds = derive_seeds(train_cfg.seed)
-        self.env = envs.make(
-            train_cfg.env_id, train_cfg.num_envs, train_cfg.backend, seed=self.seeds.env, device=self.device
-        )
+        # this rank's envs (how many, index of the first): all of them in a single process
+        self.env_shard = distributed.env_shard(train_cfg.num_envs, self.rank, self.world_size)
+        self.env_seed = self.seeds.env + self.env_shard[1]  # global env i has seed seeds.env + i
         self.global_step = 0
         self.elapsed = 0.0  # wall seconds of earlier sessions of this run
         self.eval_seconds = 0.0
         self.resumed_from: int | None = None
         self.solved: tuple[int, float] | None = None
+        self.env: envs.VectorEnvBackend | None = None  # none when Ray workers hold the envs
+        self.loop: Any = None
+        distributed.check_supported(spec.kind, train_cfg.algo, self.world_size)
         try:
-            self.agent = build_agent(train_cfg, algo_cfg, self.env, self.device)
-            self.loop = LOOPS[get_algorithm(train_cfg.algo).kind](self.env, self.agent, train_cfg.total_steps)
-            self.loop.reset(seed=None)  # the envs' first reset uses seeds.env
+            if train_cfg.num_workers:
+                self.loop = self._worker_loop(spec.asynchronous)
+            else:
+                num_envs = self.env_shard[0]
+                self.env = envs.make(
+                    train_cfg.env_id, num_envs, train_cfg.backend, seed=self.env_seed, device=self.device
+                )
+                agent_cfg = distributed.shard_config(algo_cfg, train_cfg.num_envs, self.world_size)  # DDP: a rank's
+                self.agent = build_agent(train_cfg, agent_cfg, self.env, self.device, num_envs)
+                self.loop = LOOPS[spec.kind](self.env, self.agent, train_cfg.total_steps)
+                self.loop.steps_per_iteration *= self.world_size  # DDP: global_step counts every rank's steps
+                self.loop.reset(seed=None)  # the envs' first reset uses seeds.env
             if resume is not None:
                 self._restore(resume)
+            # DDP: replicas of rank 0's agent; a fresh run seeds each rank's own sampling stream
+            distributed.join(self.agent, self.seeds.agent if resume is None else None)
         except BaseException:
-            self.env.close()
+            self.close()
             raise
+
+    def _worker_loop(self, asynchronous: bool) -> Any:
+        """The loop over Ray rollout workers (`runners.ray_workers`): synchronous for on-policy
+        agents, asynchronous for those that correct for policy lag (APPO)."""
+        from runners import ray_workers
+
+        cfg, algo_cfg = self.cfg, self.algo_cfg
+        specs = ray_workers.worker_specs(
+            cfg.env_id,
+            cfg.backend,
+            self.seeds.env,
+            cfg.num_workers,
+            cfg.num_envs // cfg.num_workers,
+            not asynchronous,
+            cfg.algo,
+            algo_cfg,
+            algo_cfg.steps_per_env(cfg.num_envs),
+        )
+        pool = ray_workers.WorkerPool(specs, cfg.ray_address)
+        try:
+            observation_space, action_space, _ = pool.spaces
+            self.agent = build_agent(cfg, algo_cfg, Spaces(observation_space, action_space), self.device)
+            loop = ray_workers.RayAsyncLoop if asynchronous else ray_workers.RaySyncLoop
+            return loop(pool, self.agent, cfg.total_steps)
+        except BaseException:
+            pool.close()
+            raise
+
+    def close(self) -> None:
+        """Release the envs (and Ray workers)."""
+        if self.env is not None:
+            self.env.close()
+        if hasattr(self.loop, "close"):
+            self.loop.close()
 
     # ----------------------------------------------------------------- the loop
     def run(
@@ -129,23 +198,26 @@ class Trainer:
         """Train until total_steps (or until `should_stop()` says so after an iteration)."""
         cfg = self.cfg
         run_dir = Path(run_dir)
-        write_config(run_dir, run_config(cfg, self.algo_cfg))  # on resume: with any new total_steps
-        update_status(
-            run_dir,
-            status="running",
-            algo=cfg.algo,
-            env_id=cfg.env_id,
-            seed=cfg.seed,
-            total_steps=cfg.total_steps,
-            pid=os.getpid(),  # lets `drl runs` tell a run killed without a word from a running one
-            host=socket.gethostname(),
-        )
+        if self.is_main:  # DDP: the other ranks write nothing
+            write_config(run_dir, run_config(cfg, self.algo_cfg))  # on resume: with any new total_steps
+            update_status(
+                run_dir,
+                status="running",
+                algo=cfg.algo,
+                env_id=cfg.env_id,
+                seed=cfg.seed,
+                total_steps=cfg.total_steps,
+                pid=os.getpid(),  # lets `drl runs` tell a run killed without a word from a running one
+                host=socket.gethostname(),
+            )
         logger: MetricLogger | None = None
         bar: ProgressBar | None = None
         status, final_eval, path = "finished", None, None
         try:
             logger = self._make_logger(run_dir, wandb_id)
-            bar = ProgressBar(cfg.total_steps, self.global_step, cfg.progress, f"{cfg.algo} {cfg.env_id}")
+            bar = ProgressBar(
+                cfg.total_steps, self.global_step, cfg.progress and self.is_main, f"{cfg.algo} {cfg.env_id}"
+            )
             start = time.perf_counter()
             last_log_time, last_log_step, last_eval_seconds = start, self.global_step, self.eval_seconds
             while self.global_step < cfg.total_steps:
@@ -155,12 +227,19 @@ class Trainer:
                 last = self.global_step >= cfg.total_steps
 
                 if cfg.eval_episodes and (last or crossed(before, self.global_step, cfg.eval_every)):
-                    final_eval = self._evaluate(logger, start)
-                    if cfg.stop_when_solved and self.solved is not None:
+                    if self.is_main:  # DDP: rank 0 alone evaluates, and tells the others if solved
+                        final_eval = self._evaluate(logger, start)
+                    if cfg.stop_when_solved and distributed.from_rank0(self.solved is not None):
                         status, last = "solved", True
-                if cfg.eval_video_every and (last or crossed(before, self.global_step, cfg.eval_video_every)):
+                if (
+                    self.is_main
+                    and cfg.eval_video_every
+                    and (last or crossed(before, self.global_step, cfg.eval_video_every))
+                ):
                     self._record_video(run_dir, logger)
                 if crossed(before, self.global_step, cfg.log_every) or last:
+                    if self.world_size > 1:  # DDP: every rank's episodes, logged by rank 0
+                        distributed.sum_episode_stats(self.loop.collector.episodes)
                     metrics = host_values({**metrics, **self.loop.pop_episode_stats()})
                     if metrics["charts/episodes"] == 0:
                         del metrics["charts/episode_return"], metrics["charts/episode_length"]
@@ -178,21 +257,23 @@ class Trainer:
                     logger.save_model(path)
                 if status == "solved":
                     break
-                if not last and should_stop():
+                if not last and distributed.any_rank(should_stop()):  # DDP: all ranks stop together
                     status = "interrupted"
                     path = self._save(run_dir, start)
                     break
         except BaseException:
-            update_status(run_dir, status="crashed", global_step=self.global_step)
+            if self.is_main:
+                update_status(run_dir, status="crashed", global_step=self.global_step)
             raise
         finally:
             if bar is not None:
                 bar.close()
             if logger is not None:
                 logger.close()
-            self.env.close()
+            self.close()
         seconds = self.elapsed + time.perf_counter() - start
-        update_status(run_dir, status=status, global_step=self.global_step, seconds=round(seconds, 3))
+        if self.is_main:
+            update_status(run_dir, status=status, global_step=self.global_step, seconds=round(seconds, 3))
         return TrainResult(status, self.global_step, seconds, final_eval, path, self.solved)
 
     def _time_metrics(self, session_seconds: float) -> dict[str, float]:
@@ -236,6 +317,8 @@ class Trainer:
         self.eval_seconds += time.perf_counter() - t0
 
     def _make_logger(self, run_dir: Path, wandb_id: str | None) -> MetricLogger:
+        if not self.is_main:
+            return MetricLogger([])  # DDP: rank 0 alone logs
         sinks: list[Any] = [JsonlSink(run_dir, self.resumed_from), TensorBoardSink(run_dir, self.resumed_from)]
         if "wandb" in self.cfg.loggers():
             cfg = self.cfg
@@ -253,11 +336,12 @@ class Trainer:
 
     # ----------------------------------------------------------- checkpoints
     def checkpoint_payload(self, session_seconds: float) -> dict[str, Any]:
+        env_state = None  # Ray workers' envs are not saved: a run resumes with any number of workers
         try:
-            env_state = self.env.state_dict()
+            if self.env is not None:
+                env_state = self.env.state_dict()
         except (TypeError, AttributeError, pickle.PicklingError) as exc:
             warn(f"{self.cfg.env_id} cannot be pickled ({exc}); a resumed run will restart its episodes")
-            env_state = None
         return {
             "config": run_config(self.cfg, self.algo_cfg),
             "global_step": self.global_step,
@@ -270,25 +354,33 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
         }
 
-    def _save(self, run_dir: Path, start: float) -> Path:
+    def _save(self, run_dir: Path, start: float) -> Path | None:
+        # DDP: every rank's env and rollout state gathered into rank 0's payload; rank 0 alone writes
+        payload = distributed.gather_payload(self.checkpoint_payload(time.perf_counter() - start))
+        if payload is None:
+            return None
         path = ckpt.checkpoint_path(run_dir, self.global_step)
-        ckpt.save_checkpoint(path, self.checkpoint_payload(time.perf_counter() - start))
+        ckpt.save_checkpoint(path, payload)
         update_status(run_dir, global_step=self.global_step, checkpoint=path.name)
         return path
 
     def _restore(self, payload: dict[str, Any]) -> None:
+        # written by any number of DDP ranks: this rank's share, or none when the count differs
+        payload = distributed.shard_payload(payload, self.env_shard[1], self.env_shard[0])
         self.agent.load_state_dict(payload["agent"])
         self.global_step = self.resumed_from = int(payload["global_step"])
         self.elapsed = float(payload["elapsed"])
         self.eval_seconds = float(payload["eval_seconds"])
         self.solved = None if payload["solved"] is None else tuple(payload["solved"])
         torch.set_rng_state(payload["torch_rng"])
-        had_buffer = self.loop.load_state_dict(payload["loop"])
+        had_buffer = payload["loop"] is not None and self.loop.load_state_dict(payload["loop"])
         if isinstance(self.loop, OffPolicyLoop) and not had_buffer:
             warn("the checkpoint holds no replay buffer (train with --save-buffer to keep it); it refills from now on")
-        if payload["env"] is None:
-            warn("the checkpoint holds no env state; episodes restart from a reset")
-            self.loop.reset(seed=self.seeds.env + self.global_step)
+        if payload["env"] is None or self.env is None:
+            if self.is_main and self.env is not None and not payload["config"]["train"].get("num_workers"):
+                reason = payload.get("no_env_reason", "the checkpoint holds no env state")
+                warn(f"{reason}; episodes restart from a reset")
+            self.loop.reset(seed=self.env_seed + self.global_step)
             if isinstance(self.loop, OffPolicyLoop):
                 self.loop.buffer.mark_episode_break()
         else:

@@ -128,7 +128,20 @@ class FakeAtariEnv(gym.Env):
         return np.full(4, self.t, np.uint8), 7.0, self.lives == 0, False, {}
 
 
+class FailingStepEnv(CountdownEnv):
+    """A Countdown env whose `step` raises on the 30th call: a user's env with a bug."""
+
+    calls = 0
+
+    def step(self, action):
+        self.calls += 1
+        if self.calls == 30:
+            raise RuntimeError("sensor cable unplugged")
+        return super().step(action)
+
+
 gym.register("MultiBinaryAction-v0", entry_point=MultiBinaryActionEnv)
 gym.register("Countdown-v0", entry_point=CountdownEnv, max_episode_steps=100)
+gym.register("FailingStep-v0", entry_point=FailingStepEnv, max_episode_steps=100)
 gym.register("DictTarget-v0", entry_point=DictTargetEnv)
 gym.register("MultiDiscreteTarget-v0", entry_point=MultiDiscreteTargetEnv)

@@ -1,0 +1,501 @@
+"""Rollout workers on Ray: many processes, on one machine or many, collect; one learner updates.
+
+Each worker is a Ray actor holding its own vector env (any registered backend, on its CPU)
+and a CPU copy of the policy. It runs the local trainer's `OnPolicyCollector` and returns
+fixed-length, time-major unrolls ([T, M, ...]; observations in their storage dtype, so
+images stay uint8) stamped with the version of the policy that produced them. Worker k
+holds the run's envs k*M .. k*M + M - 1, seeded as those envs are in a local run (env i
+starts from the run's env seed + i), and a worker needs nothing but the env id, the backend
+name and the agent's config: the same code runs in-process, in local Ray processes, or on
+another machine of a cluster.
+
+Two loops drive the workers; the learner is the trainer's own agent, on its own device:
+
+- `RaySyncLoop` (PPO, A2C): each iteration broadcasts the policy once (one `ray.put`), waits
+  for every worker's unroll, concatenates them along the env axis in worker order and copies
+  the result to the device once. The learner sees the rollout a local run with K*M envs would
+  collect, exactly: a worker evaluates the policy on a batch of the whole run's shape (K*M rows,
+  its own M filled by `ShardView`; the CPU's matmul kernels round differently for different
+  batch sizes) and samples from the learner's generator state, so that every row's arithmetic
+  and random draw is the local run's. The price is K times one env's share of inference per
+  worker; APPO does not pay it.
+- `RayAsyncLoop` (APPO): workers keep collecting with the newest policy they were sent; at
+  most two unrolls per worker are in flight (back-pressure), the learner updates on each unroll
+  as it arrives, logs the policy lag (learner updates since the policy that collected it), and
+  drops unrolls older than the agent's `max_policy_lag`.
+
+Faults: a worker whose process dies is restarted by Ray (`max_restarts`), its unroll in
+flight is discarded and collected again, and `workers/restarts` counts it. A worker whose env
+raises ends the run with one line naming the env id, the worker and the error (the env's own
+traceback follows in Ray's log). Checkpoints hold no env state and nothing that depends on
+the number of workers: a run resumes with any worker count, its episodes restarting.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+import envs
+from agents import OnPolicyAgent, Progress, Rollout, get_algorithm
+from envs import StepInfo, VectorEnvBackend, first_line
+from runners.rollout import EpisodeStats, OnPolicyCollector
+
+MAX_RESTARTS = 100
+"""How often Ray restarts one worker whose process died, over a run."""
+
+
+# ------------------------------------------------------------------------------ the workers
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs to build itself (sent to its process)."""
+
+    index: int  # k
+    env_id: str
+    backend: str
+    env_seed: int  # the run's env seed: env i starts from env_seed + i
+    first: int  # the run's index of this worker's first env (k * M)
+    count: int  # M, its envs
+    total: int  # K * M, the run's envs
+    padded: bool  # evaluate the policy on batches of the run's shape (sync mode: exact)
+    algo: str
+    agent_config: Any
+    n_steps: int  # T, steps per unroll
+    threads: int = 1  # torch threads in the worker's process
+
+
+class ShardView:
+    """M real envs seen as rows first .. first + M - 1 of a batch of `total` envs.
+
+    The other rows are placeholders: zero observations, no rewards, episodes that never end,
+    and their actions are ignored. A worker's collector steps the view, so it computes on
+    batches of the whole run's shape (see the module docstring)."""
+
+    def __init__(self, env: VectorEnvBackend, first: int, total: int):
+        self.env, self.first, self.num_envs = env, first, total
+        self.rows = slice(first, first + env.num_envs)
+        self.device = env.device
+        self.single_observation_space = env.single_observation_space
+        self.single_action_space = env.single_action_space
+        self.obs_dtype = env.obs_dtype
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        padded = torch.zeros((self.num_envs, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        padded[self.rows] = x
+        return padded
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[torch.Tensor, dict]:
+        obs, info = self.env.reset(seed=None if seed is None else seed + self.first, options=options)
+        return self._pad(obs), info
+
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, StepInfo]:
+        obs, reward, terminated, truncated, info = self.env.step(actions[self.rows])
+        padded = StepInfo(
+            self._pad(info.final_obs),
+            self._pad(info.episode_return),
+            self._pad(info.episode_length),
+            info.episodes_ended,
+        )
+        return self._pad(obs), self._pad(reward), self._pad(terminated), self._pad(truncated), padded
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.env.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.env.load_state_dict(state)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def render(self) -> Any:
+        return self.env.render()
+
+
+class Unroll(NamedTuple):
+    """One worker's T steps of its M envs, on the CPU."""
+
+    worker: int
+    version: int  # the learner update whose policy collected it
+    rollout: Rollout  # [T, M, ...], with final_obs and last_obs
+    episode_returns: torch.Tensor  # [T, M] raw return of episodes ending at each step, else 0
+    episode_lengths: torch.Tensor  # [T, M]
+    generator: torch.Tensor | None  # the sampling generator's state after the unroll (sync mode)
+    env_seconds: float
+    inference_seconds: float
+
+
+class WorkerEnvError(RuntimeError):
+    """A worker's env raised; the message is one line naming the env, the worker and the error."""
+
+
+def policy_state(agent: OnPolicyAgent, version: int, with_generator: bool) -> dict[str, Any]:
+    """What a worker needs to act as the learner's agent does now, as CPU tensors."""
+    state: dict[str, Any] = {"version": version, "net": {k: v.cpu() for k, v in agent.net.state_dict().items()}}
+    if agent.obs_normalizer is not None:
+        state["obs_normalizer"] = {k: v.cpu() for k, v in agent.obs_normalizer.state_dict().items()}
+    if with_generator:
+        state["generator"] = agent.generator.get_state()
+    return state
+
+
+class RolloutWorker:
+    """The body of one Ray actor (`ray.remote` applied in `WorkerPool`).
+
+    Its constructor only stores the spec: Ray re-runs it when it restarts a dead worker, and
+    errors are reported from methods, where Ray passes them on as they are. The env, the
+    policy copy and the collector are built on first use."""
+
+    def __init__(self, spec: WorkerSpec):
+        torch.set_num_threads(spec.threads)  # this actor's own process
+        self.spec = spec
+        self.env: VectorEnvBackend | None = None
+        self.collector: OnPolicyCollector | None = None
+        self.rows = slice(spec.first, spec.first + spec.count) if spec.padded else slice(None)
+
+    def _describe(self, exc: BaseException, doing: str) -> str:
+        s = self.spec
+        return f"{s.env_id} raised in rollout worker {s.index} while {doing}: {type(exc).__name__}: {first_line(exc)}"
+
+    def spaces(self) -> tuple[Any, Any, torch.dtype]:
+        """Make the envs (if not yet) and return their spaces and observation dtype."""
+        if self.env is None:
+            s = self.spec
+            try:
+                env = envs.make(s.env_id, s.count, s.backend, seed=s.env_seed + s.first, device="cpu")
+            except Exception as exc:
+                raise WorkerEnvError(self._describe(exc, "creating its envs")) from exc
+            self.env = ShardView(env, s.first, s.total) if s.padded else env
+        return self.env.single_observation_space, self.env.single_action_space, self.env.obs_dtype
+
+    def _collector(self) -> OnPolicyCollector:
+        if self.collector is None:
+            s = self.spec
+            obs_space, action_space, _ = self.spaces()
+            seed = int(np.random.SeedSequence([s.env_seed, s.index]).generate_state(1)[0])  # async mode's own draws
+            agent = get_algorithm(s.algo).make_agent(
+                s.agent_config, obs_space, action_space, self.env.num_envs, "cpu", seed
+            )
+            self.collector = OnPolicyCollector(self.env, agent, s.n_steps)
+            self._reset(self.collector, None)  # the first episodes, from the envs' make seeds
+        return self.collector
+
+    def _reset(self, collector: OnPolicyCollector, seed: int | None) -> None:
+        try:
+            collector.reset(seed)
+        except Exception as exc:
+            raise WorkerEnvError(self._describe(exc, "resetting")) from exc
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def reset(self, seed: int) -> None:
+        """Start new episodes, env i of the run from seed + i."""
+        self._reset(self._collector(), seed)
+
+    def collect(self, policy: dict[str, Any]) -> Unroll:
+        """T steps with `policy` (see `policy_state`)."""
+        c = self._collector()
+        agent = c.agent
+        agent.net.load_state_dict(policy["net"])
+        if agent.obs_normalizer is not None:
+            agent.obs_normalizer.load_state_dict(policy["obs_normalizer"])
+        if "generator" in policy:
+            agent.generator.set_state(policy["generator"])
+        env_seconds, inference_seconds = c.env_seconds, c.inference_seconds
+        try:
+            rollout = c.collect()
+        except Exception as exc:
+            raise WorkerEnvError(self._describe(exc, "stepping")) from exc
+        rows = self.rows
+        columns = Rollout(
+            *(None if x is None else x[:, rows].clone() for x in rollout[:-1]), rollout.last_obs[rows].clone()
+        )
+        s = c.storage
+        return Unroll(
+            self.spec.index,
+            policy["version"],
+            columns,
+            s.episode_returns[:, rows].clone(),
+            s.episode_lengths[:, rows].clone(),
+            agent.generator.get_state() if "generator" in policy else None,
+            c.env_seconds - env_seconds,
+            c.inference_seconds - inference_seconds,
+        )
+
+
+# ------------------------------------------------------------------------------ the learner side
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise envs.EnvError("--num-workers needs Ray: pip install -e .[distributed]") from None
+    return ray
+
+
+def connect(address: str | None, num_workers: int) -> bool:
+    """Join the Ray cluster at `address` (auto: the one this machine belongs to), or start a
+    local instance bound to 127.0.0.1 with a CPU for every worker; returns whether this call
+    started or joined (and so `disconnect` should leave it)."""
+    ray = _ray()
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine
+    options: dict[str, Any] = {"include_dashboard": False, "logging_level": "error", "log_to_driver": True}
+    if address:
+        ray.init(address=address, **options)
+    else:
+        ray.init(num_cpus=max(os.cpu_count() or 1, num_workers), _node_ip_address="127.0.0.1", **options)
+    return True
+
+
+def start_workers(specs: list[WorkerSpec]) -> list[Any]:
+    actor = _ray().remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=0)(RolloutWorker)
+    return [actor.remote(spec) for spec in specs]
+
+
+class WorkerPool:
+    """The workers of a run, their restarts, and the conversion of Ray's errors into ours."""
+
+    def __init__(self, specs: list[WorkerSpec], address: str | None):
+        self.specs = specs
+        self.owns_ray = connect(address, len(specs))
+        self.ray = _ray()
+        self.restarts = 0
+        try:
+            self.actors = start_workers(specs)
+            self.spaces = [self.get(ref) for ref in [a.spaces.remote() for a in self.actors]][0]
+        except BaseException:
+            self.close()
+            raise
+
+    def get(self, ref: Any) -> Any:
+        """`ray.get`, with a worker's env error as one line (the cause of Ray's wrapper)."""
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
+            if isinstance(cause, WorkerEnvError):
+                raise envs.EnvError(str(cause)) from None
+            raise
+
+    def died(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.ray.exceptions.RayActorError)
+
+    def reset(self, seed: int) -> None:
+        for ref in [a.reset.remote(seed) for a in self.actors]:
+            self.get(ref)
+
+    def close(self) -> None:
+        for actor in getattr(self, "actors", []):
+            self.ray.kill(actor, no_restart=True)
+        self.actors = []
+        if self.owns_ray:
+            self.ray.shutdown()
+            self.owns_ray = False
+
+
+def concat(unrolls: list[Unroll], device: torch.device) -> tuple[Rollout, torch.Tensor, torch.Tensor]:
+    """The unrolls side by side along the env axis, on `device` (one copy each)."""
+
+    def join(parts: list[torch.Tensor | None], dim: int) -> torch.Tensor | None:
+        if parts[0] is None:
+            return None
+        return torch.cat(parts, dim=dim).to(device, non_blocking=True)
+
+    fields = [
+        join([u.rollout[i] for u in unrolls], 0 if name == "last_obs" else 1) for i, name in enumerate(Rollout._fields)
+    ]
+    return (
+        Rollout(*fields),
+        join([u.episode_returns for u in unrolls], 1),
+        join([u.episode_lengths for u in unrolls], 1),
+    )
+
+
+def worker_specs(
+    env_id: str,
+    backend: str,
+    env_seed: int,
+    num_workers: int,
+    envs_per_worker: int,
+    padded: bool,
+    algo: str,
+    agent_config: Any,
+    n_steps: int,
+) -> list[WorkerSpec]:
+    total = num_workers * envs_per_worker
+    return [
+        WorkerSpec(
+            k,
+            env_id,
+            backend,
+            env_seed,
+            k * envs_per_worker,
+            envs_per_worker,
+            total,
+            padded,
+            algo,
+            agent_config,
+            n_steps,
+        )
+        for k in range(num_workers)
+    ]
+
+
+class RaySyncLoop:
+    """On-policy training through Ray workers that wait for each update; see the module docstring."""
+
+    def __init__(self, pool: WorkerPool, agent: OnPolicyAgent, total_steps: int):
+        self.pool, self.agent, self.total_steps = pool, agent, total_steps
+        spec = pool.specs[0]
+        self.steps_per_iteration = spec.n_steps * spec.total
+        self.version = 0
+        self.episodes = EpisodeStats(agent.device)
+        self.seconds = {"env": 0.0, "inference": 0.0, "update": 0.0}
+
+    def reset(self, seed: int | None) -> None:
+        if seed is not None:
+            self.pool.reset(seed)
+
+    def collect(self) -> list[Unroll]:
+        """Every worker's unroll with the current policy; a worker that died is asked again."""
+        policy = self.pool.ray.put(policy_state(self.agent, self.version, with_generator=True))
+        actors = self.pool.actors
+        refs = {k: actor.collect.remote(policy) for k, actor in enumerate(actors)}  # all at once
+        unrolls: list[Unroll | None] = [None] * len(actors)
+        while refs:
+            for k, ref in list(refs.items()):
+                try:
+                    unrolls[k] = self.pool.get(ref)
+                    del refs[k]
+                except Exception as exc:
+                    if not self.pool.died(exc):
+                        raise
+                    self.pool.restarts += 1  # Ray restarts it; its unroll is collected again
+                    refs[k] = actors[k].collect.remote(policy)
+        return unrolls  # type: ignore[return-value]
+
+    def iterate(self, global_step: int) -> dict[str, Any]:
+        unrolls = self.collect()
+        rollout, returns, lengths = concat(unrolls, self.agent.device)
+        self.agent.generator.set_state(unrolls[0].generator)  # where the local run's would be now
+        self.episodes.add(returns, lengths)
+        self.seconds["env"] += max(u.env_seconds for u in unrolls)
+        self.seconds["inference"] += max(u.inference_seconds for u in unrolls)
+        t0 = time.perf_counter()
+        metrics = self.agent.update(rollout, Progress(global_step + self.steps_per_iteration, self.total_steps))
+        self.seconds["update"] += time.perf_counter() - t0
+        self.version += 1
+        return {**metrics, "workers/restarts": self.pool.restarts}
+
+    def pop_episode_stats(self) -> dict[str, torch.Tensor]:
+        return self.episodes.pop()
+
+    def state_dict(self, with_buffer: bool = False) -> dict[str, Any]:
+        return {"seconds": dict(self.seconds), **self.episodes.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        self.seconds.update(state["seconds"])
+        self.episodes.load_state_dict(state)
+        return False
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class RayAsyncLoop:
+    """APPO's loop: workers collect without waiting for the learner; see the module docstring.
+
+    One iteration is one learner update on one unroll (T x M env steps, the budget counting
+    the steps learned from). Each worker has at most `IN_FLIGHT` unrolls requested at a time;
+    as one arrives the worker is asked for the next, with the newest policy."""
+
+    IN_FLIGHT = 2
+
+    def __init__(self, pool: WorkerPool, agent: OnPolicyAgent, total_steps: int):
+        self.pool, self.agent, self.total_steps = pool, agent, total_steps
+        spec = pool.specs[0]
+        self.steps_per_iteration = spec.n_steps * spec.count
+        self.max_policy_lag = agent.config.max_policy_lag
+        self.version = 0
+        self.policy: Any = None
+        self.pending: dict[Any, int] = {}  # Ray object ref -> worker index
+        self.lags: list[int] = []
+        self.dropped = 0
+        self.episodes = EpisodeStats(agent.device)
+        self.seconds = {"env": 0.0, "inference": 0.0, "update": 0.0}
+
+    def reset(self, seed: int | None) -> None:
+        if seed is not None:
+            self.pool.reset(seed)
+
+    def _request(self, k: int) -> None:
+        self.pending[self.pool.actors[k].collect.remote(self.policy)] = k
+
+    def next_unroll(self) -> Unroll:
+        """The next unroll to arrive whose policy lag is within bounds."""
+        ray = self.pool.ray
+        if self.policy is None:
+            self.policy = ray.put(policy_state(self.agent, self.version, with_generator=False))
+            for k in range(len(self.pool.actors)):
+                for _ in range(self.IN_FLIGHT):
+                    self._request(k)
+        while True:
+            (ref,), _ = ray.wait(list(self.pending), num_returns=1)
+            k = self.pending.pop(ref)
+            try:
+                unroll = self.pool.get(ref)
+            except Exception as exc:
+                if not self.pool.died(exc):
+                    raise
+                self.pool.restarts += 1  # Ray restarts it; this unroll is lost, the next one asked for
+                self._request(k)
+                continue
+            self._request(k)
+            lag = self.version - unroll.version
+            if lag > self.max_policy_lag:
+                self.dropped += 1
+                continue
+            self.lags.append(lag)
+            return unroll
+
+    def iterate(self, global_step: int) -> dict[str, Any]:
+        unroll = self.next_unroll()
+        rollout, returns, lengths = concat([unroll], self.agent.device)
+        self.episodes.add(returns, lengths)
+        self.seconds["env"] += unroll.env_seconds / len(self.pool.actors)  # workers step in parallel
+        self.seconds["inference"] += unroll.inference_seconds / len(self.pool.actors)
+        t0 = time.perf_counter()
+        metrics = self.agent.update(rollout, Progress(global_step + self.steps_per_iteration, self.total_steps))
+        self.seconds["update"] += time.perf_counter() - t0
+        self.version += 1
+        self.policy = self.pool.ray.put(policy_state(self.agent, self.version, with_generator=False))
+        return {**metrics, "workers/restarts": self.pool.restarts, "workers/dropped_unrolls": self.dropped}
+
+    def pop_episode_stats(self) -> dict[str, Any]:
+        """Episode statistics and the policy lag of the unrolls learned from since the last call."""
+        lags = self.lags or [0]
+        self.lags = []
+        return {
+            **self.episodes.pop(),
+            "workers/policy_lag_min": min(lags),
+            "workers/policy_lag_mean": sum(lags) / len(lags),
+            "workers/policy_lag_max": max(lags),
+        }
+
+    def state_dict(self, with_buffer: bool = False) -> dict[str, Any]:
+        return {"seconds": dict(self.seconds), "dropped": self.dropped, **self.episodes.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        self.seconds.update(state["seconds"])
+        self.dropped = int(state.get("dropped", 0))
+        self.episodes.load_state_dict(state)
+        return False
+
+    def close(self) -> None:
+        self.pool.close()
