@@ -134,6 +134,7 @@ def cmd_train(args: list[str]) -> int:
     if distributed.should_launch(train_cfg.nproc):  # DDP: this command again, as nproc torchrun workers
         train_cfg.validate()
         algo_cfg.validate()
+        distributed.check_supported(spec.kind, spec.name, train_cfg.nproc)  # before any process starts
         return distributed.launch(
             train_cfg.nproc, ["train", *args, "--run-dir", str(run_dir)], train_cfg.torch_device()
         )

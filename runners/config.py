@@ -35,6 +35,11 @@ class TrainConfig:
     envs_per_worker: int | None = None
     """Envs of each Ray worker; none: num_envs / num_workers. Given, num_envs becomes
     num_workers x envs_per_worker."""
+    exact_workers: bool = True
+    """Ray workers of on-policy runs on a CPU learner reproduce the local run exactly: each worker
+    computes the policy on batches of the whole run's shape (num_envs rows, its own filled) and
+    samples from the learner's random stream. That costs num_workers times one worker's share of
+    inference; off, each computes on its own envs only (same algorithm, other rounding and draws)."""
     ray_address: str | None = None
     """Ray cluster to join: auto (the one this machine is part of) or HOST:PORT of `ray start
     --head`; none: start a local Ray instance for the run."""

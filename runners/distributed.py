@@ -110,7 +110,7 @@ def launch(nproc: int, args: list[str], device: torch.device) -> int:
     """Run `drl ARGS` as `nproc` torchrun workers on this machine and return torchrun's exit code.
 
     torchrun runs in its own session, so a Ctrl-C at the terminal reaches it once, through this
-    process (which forwards SIGINT and SIGTERM), and torchrun passes it to each worker once: the
+    process (which forwards SIGINT, SIGTERM and SIGHUP), and torchrun passes it to each worker once: the
     workers finish the iteration, write a checkpoint and exit (torchrun allows them 30 s before
     it kills them, and then reports the signal with a traceback of its own); the exit code is
     then 130, as for an interrupted single-process run. gloo's sockets are put on the loopback
@@ -130,7 +130,8 @@ def launch(nproc: int, args: list[str], device: torch.device) -> int:
         forwarded.append(signum)
         process.send_signal(signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP too: torchrun has a session of its own, so a closed terminal would not reach it
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         code = process.wait()
         # torchrun ends with its own error after passing on a signal: the run was interrupted

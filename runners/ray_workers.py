@@ -13,19 +13,21 @@ Two loops drive the workers; the learner is the trainer's own agent, on its own 
 
 - `RaySyncLoop` (PPO, A2C): each iteration broadcasts the policy once (one `ray.put`), waits
   for every worker's unroll, concatenates them along the env axis in worker order and copies
-  the result to the device once. The learner sees the rollout a local run with K*M envs would
-  collect, exactly: a worker evaluates the policy on a batch of the whole run's shape (K*M rows,
-  its own M filled by `ShardView`; the CPU's matmul kernels round differently for different
-  batch sizes) and samples from the learner's generator state, so that every row's arithmetic
-  and random draw is the local run's. The price is K times one env's share of inference per
-  worker; APPO does not pay it.
+  the result to the device once. With a CPU learner (and `exact_workers`, the default) the
+  learner sees the rollout a local run with K*M envs would collect, exactly: a worker evaluates
+  the policy on a batch of the whole run's shape (K*M rows, its own M filled by `ShardView`;
+  the CPU's matmul kernels round differently for different batch sizes) and samples from the
+  learner's generator state, so that every row's arithmetic and random draw is the local
+  run's. The price is K times one worker's share of inference. On a GPU learner, or with
+  `--no-exact-workers`, each worker computes on its own envs with its own random stream.
 - `RayAsyncLoop` (APPO): workers keep collecting with the newest policy they were sent; at
   most two unrolls per worker are in flight (back-pressure), the learner updates on each unroll
   as it arrives, logs the policy lag (learner updates since the policy that collected it), and
   drops unrolls older than the agent's `max_policy_lag`.
 
-Faults: a worker whose process dies is restarted by Ray (`max_restarts`), its unroll in
-flight is discarded and collected again, and `workers/restarts` counts it. A worker whose env
+Faults: a worker whose process dies is restarted by Ray (up to MAX_RESTARTS times), its
+unroll in flight is discarded and requested again, and `workers/restarts` counts the new
+processes; a worker that stays dead for RETRY_SECONDS ends the run with one line. A worker whose env
 raises ends the run with one line naming the env id, the worker and the error (the env's own
 traceback follows in Ray's log). Checkpoints hold no env state and nothing that depends on
 the number of workers: a run resumes with any worker count, its episodes restarting.
@@ -48,6 +50,8 @@ from runners.rollout import EpisodeStats, OnPolicyCollector
 
 MAX_RESTARTS = 100
 """How often Ray restarts one worker whose process died, over a run."""
+RETRY_SECONDS = 60.0
+"""How long requests to a dead worker are retried (while Ray restarts it) before the run ends."""
 
 
 # ------------------------------------------------------------------------------ the workers
@@ -127,6 +131,7 @@ class Unroll(NamedTuple):
     generator: torch.Tensor | None  # the sampling generator's state after the unroll (sync mode)
     env_seconds: float
     inference_seconds: float
+    pid: int  # the worker's process: a new one means Ray restarted it
 
 
 class WorkerEnvError(RuntimeError):
@@ -225,6 +230,7 @@ class RolloutWorker:
             agent.generator.get_state() if "generator" in policy else None,
             c.env_seconds - env_seconds,
             c.inference_seconds - inference_seconds,
+            os.getpid(),
         )
 
 
@@ -239,17 +245,33 @@ def _ray():
 
 def connect(address: str | None, num_workers: int) -> bool:
     """Join the Ray cluster at `address` (auto: the one this machine belongs to), or start a
-    local instance bound to 127.0.0.1 with a CPU for every worker; returns whether this call
-    started or joined (and so `disconnect` should leave it)."""
+    local instance of our own with a CPU for every worker (node address 127.0.0.1, though Ray
+    2.60 listens on every interface and authenticates with its token); returns whether this
+    call started or joined Ray (and so `WorkerPool.close` should leave it). One-line EnvError
+    when it cannot, or when the cluster has fewer CPUs than workers (they would wait forever)."""
     ray = _ray()
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine
     options: dict[str, Any] = {"include_dashboard": False, "logging_level": "error", "log_to_driver": True}
-    if address:
-        ray.init(address=address, **options)
-    else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, num_workers), _node_ip_address="127.0.0.1", **options)
+    try:
+        if address:
+            ray.init(address=address, **options)
+        else:
+            # "local": a new instance of our own, even where `ray start` runs a cluster on this machine
+            ray.init(
+                address="local", num_cpus=max(os.cpu_count() or 1, num_workers), _node_ip_address="127.0.0.1", **options
+            )
+    except Exception as exc:  # ConnectionError, or Ray's own
+        where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
+        raise envs.EnvError(f"cannot {where}: {type(exc).__name__}: {first_line(exc)}") from None
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if cpus < num_workers:
+        ray.shutdown()
+        raise envs.EnvError(
+            f"the Ray cluster has {cpus:g} CPUs and each of --num-workers {num_workers} takes one; "
+            "use fewer workers or add machines"
+        )
     return True
 
 
@@ -266,6 +288,8 @@ class WorkerPool:
         self.owns_ray = connect(address, len(specs))
         self.ray = _ray()
         self.restarts = 0
+        self.pids: dict[int, int] = {}
+        self.failing_since: dict[int, float] = {}
         try:
             self.actors = start_workers(specs)
             self.spaces = [self.get(ref) for ref in [a.spaces.remote() for a in self.actors]][0]
@@ -283,8 +307,27 @@ class WorkerPool:
                 raise envs.EnvError(str(cause)) from None
             raise
 
-    def died(self, exc: BaseException) -> bool:
-        return isinstance(exc, self.ray.exceptions.RayActorError)
+    def received(self, unroll: Unroll) -> None:
+        """Count a restart when a worker's unroll comes from a new process."""
+        k = unroll.worker
+        if self.pids.setdefault(k, unroll.pid) != unroll.pid:
+            self.restarts += 1
+            self.pids[k] = unroll.pid
+        self.failing_since.pop(k, None)
+
+    def lost(self, k: int, exc: BaseException) -> None:
+        """A request to worker k failed: return (after a pause) when its process died and Ray may
+        restart it, so the request can be sent again; raise anything else, and a death that
+        lasts longer than RETRY_SECONDS, as a one-line error."""
+        if not isinstance(exc, self.ray.exceptions.RayActorError):
+            raise exc
+        since = self.failing_since.setdefault(k, time.monotonic())
+        if time.monotonic() - since > RETRY_SECONDS:
+            raise envs.EnvError(
+                f"rollout worker {k} died and Ray did not bring it back within {RETRY_SECONDS:g} s "
+                f"({type(exc).__name__}: {first_line(exc)})"
+            ) from None
+        time.sleep(0.5)
 
     def reset(self, seed: int) -> None:
         for ref in [a.reset.remote(seed) for a in self.actors]:
@@ -364,7 +407,8 @@ class RaySyncLoop:
 
     def collect(self) -> list[Unroll]:
         """Every worker's unroll with the current policy; a worker that died is asked again."""
-        policy = self.pool.ray.put(policy_state(self.agent, self.version, with_generator=True))
+        exact = self.pool.specs[0].padded  # then the learner's random stream travels with the weights
+        policy = self.pool.ray.put(policy_state(self.agent, self.version, with_generator=exact))
         actors = self.pool.actors
         refs = {k: actor.collect.remote(policy) for k, actor in enumerate(actors)}  # all at once
         unrolls: list[Unroll | None] = [None] * len(actors)
@@ -372,18 +416,19 @@ class RaySyncLoop:
             for k, ref in list(refs.items()):
                 try:
                     unrolls[k] = self.pool.get(ref)
-                    del refs[k]
                 except Exception as exc:
-                    if not self.pool.died(exc):
-                        raise
-                    self.pool.restarts += 1  # Ray restarts it; its unroll is collected again
+                    self.pool.lost(k, exc)  # its process died: Ray restarts it, and it collects again
                     refs[k] = actors[k].collect.remote(policy)
+                    continue
+                self.pool.received(unrolls[k])
+                del refs[k]
         return unrolls  # type: ignore[return-value]
 
     def iterate(self, global_step: int) -> dict[str, Any]:
         unrolls = self.collect()
         rollout, returns, lengths = concat(unrolls, self.agent.device)
-        self.agent.generator.set_state(unrolls[0].generator)  # where the local run's would be now
+        if unrolls[0].generator is not None:
+            self.agent.generator.set_state(unrolls[0].generator)  # where the local run's would be now
         self.episodes.add(returns, lengths)
         self.seconds["env"] += max(u.env_seconds for u in unrolls)
         self.seconds["inference"] += max(u.inference_seconds for u in unrolls)
@@ -451,15 +496,16 @@ class RayAsyncLoop:
             try:
                 unroll = self.pool.get(ref)
             except Exception as exc:
-                if not self.pool.died(exc):
-                    raise
-                self.pool.restarts += 1  # Ray restarts it; this unroll is lost, the next one asked for
+                self.pool.lost(k, exc)  # its process died: this unroll is lost, the next one asked for
                 self._request(k)
                 continue
+            self.pool.received(unroll)
             self._request(k)
             lag = self.version - unroll.version
             if lag > self.max_policy_lag:
                 self.dropped += 1
+                returns, lengths = unroll.episode_returns, unroll.episode_lengths
+                self.episodes.add(returns.to(self.agent.device), lengths.to(self.agent.device))  # still played
                 continue
             self.lags.append(lag)
             return unroll

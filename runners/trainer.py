@@ -169,7 +169,7 @@ class Trainer:
             self.seeds.env,
             cfg.num_workers,
             cfg.num_envs // cfg.num_workers,
-            not asynchronous,
+            not asynchronous and cfg.exact_workers and self.device.type == "cpu",  # see TrainConfig.exact_workers
             cfg.algo,
             algo_cfg,
             algo_cfg.steps_per_env(cfg.num_envs),

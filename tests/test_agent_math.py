@@ -14,7 +14,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from agents import appo as appo_module
 from agents.a2c import A2C, A2CConfig
+from agents.appo import APPO, APPOConfig
 from agents.batch import Progress, Rollout, Transitions
 from agents.dqn import DQN, DQNConfig
 from agents.ppo import PPO, PPOConfig
@@ -575,3 +577,64 @@ def test_ddpg_trains_end_to_end_with_one_critic_no_delay_and_no_smoothing(tmp_pa
     evals = [row["eval/mean_return"] for row in rows if "eval/mean_return" in row]
     assert len(evals) == 1 and math.isfinite(evals[0])
     assert result.final_eval is not None and math.isfinite(result.final_eval.mean_return)
+
+
+# ---------------------------------------------------------------- APPO
+def test_appo_corrects_with_the_behaviour_policy_and_clips_against_the_target_network(monkeypatch):
+    # Data from a stale policy mu: V-trace must weigh it by pi_target / mu (mu: the rollout's
+    # log-probs), the clipped ratio must be pi / pi_target, values come from the current net,
+    # and a truncated step bootstraps from V(final_obs).
+    env = gym.make("CartPole-v1")
+    torch.manual_seed(0)
+    cfg = APPOConfig(n_steps=3, batch_size=6, n_epochs=1, target_update_interval=2, normalize_advantage=False)
+    agent = APPO(cfg, env.observation_space, env.action_space, 2, "cpu", 0)
+    with torch.no_grad():  # the current policy moves away from the target network's
+        for p in agent.net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    T, N = 3, 2
+    g = torch.Generator().manual_seed(1)
+    obs, final_obs = torch.randn(T, N, 4, generator=g), torch.randn(T, N, 4, generator=g)
+    last_obs = torch.randn(N, 4, generator=g)
+    actions = torch.randint(0, 2, (T, N), generator=g)
+    behaviour = torch.log(torch.full((T, N), 0.3))
+    truncated = torch.tensor([[False, False], [True, False], [False, False]])
+    terminated = torch.tensor([[False, False], [False, False], [False, True]])
+    rollout = Rollout(
+        obs, actions, behaviour, torch.zeros(T, N), torch.ones(T, N), terminated, truncated, torch.zeros(T, N),
+        None, None, final_obs, last_obs,
+    )  # fmt: skip
+    with torch.no_grad():
+        target_log_probs = agent.target_net.evaluate(obs.flatten(0, 1), actions.flatten())[0].view(T, N)
+        current_log_probs = agent.net.evaluate(obs.flatten(0, 1), actions.flatten())[0].view(T, N)
+        values = agent.net.value(obs.flatten(0, 1)).view(T, N)
+        v_final, v_last = agent.net.value(final_obs[1, 0:1]), agent.net.value(last_obs)
+    assert not torch.allclose(target_log_probs, current_log_probs)
+    target_before = {k: v.clone() for k, v in agent.target_net.state_dict().items()}
+
+    seen = {}
+    original_vtrace, original_losses = appo_module.vtrace, PPO.losses
+
+    def recording_vtrace(*args, **kwargs):
+        seen["args"] = args
+        return original_vtrace(*args, **kwargs)
+
+    def recording_losses(self, *minibatch):
+        seen.setdefault("old_log_probs", minibatch[2])  # the denominator of PPO's ratio
+        return original_losses(self, *minibatch)
+
+    monkeypatch.setattr(appo_module, "vtrace", recording_vtrace)
+    monkeypatch.setattr(PPO, "losses", recording_losses)
+    agent.update(rollout, Progress(6, 100))
+
+    mu, pi_target, rewards, v, next_v = seen["args"][:5]
+    assert_close(mu, behaviour)
+    assert_close(pi_target, target_log_probs)
+    assert_close(v, values)
+    assert_close(next_v[1, 0], v_final[0])  # truncated: V(final observation)
+    assert_close(next_v[2, 1], v_last[1])  # the unroll's end: V(last observation)
+    assert_close(next_v[0], values[1])  # otherwise the next step's value
+    assert_close(seen["old_log_probs"].flatten(), target_log_probs.flatten())  # r = pi / pi_target
+    # the target network copies the policy every target_update_interval (2) updates
+    assert all(torch.equal(target_before[k], t) for k, t in agent.target_net.state_dict().items())
+    agent.update(rollout, Progress(12, 100))
+    assert all(torch.equal(agent.net.state_dict()[k], t) for k, t in agent.target_net.state_dict().items())
