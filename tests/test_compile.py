@@ -62,6 +62,8 @@ def rollout(agent, action_space: gym.Space, seed: int, T: int = 4, N: int = 2):
         done,
         torch.zeros(T, N, dtype=torch.bool),
         torch.randn(T, N, generator=g),
+        final_obs=torch.randn(T, N, 3, generator=g),  # as the collector fills them (APPO re-values them)
+        last_obs=torch.randn(N, 3, generator=g),
     )
 
 
