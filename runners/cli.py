@@ -172,6 +172,9 @@ def _resume(args: list[str]) -> int:
         type=_int_at_least(0),
         help="Ray rollout workers from now on (each with the run's envs per worker; 0: none)",
     )
+    parser.add_argument(
+        "--envs-per-worker", type=_int_at_least(1), help="envs of each Ray worker from now on (sets --num-envs)"
+    )
     parser.add_argument("--ray-address", help="Ray cluster to join (auto or HOST:PORT)")
     namespace = parser.parse_args(args)
     run_dir = Path(namespace.resume)
@@ -195,6 +198,8 @@ def _resume(args: list[str]) -> int:
         if train_cfg.num_workers and namespace.num_workers and train_cfg.envs_per_worker is None:
             train_cfg.envs_per_worker = train_cfg.num_envs // train_cfg.num_workers  # keep each worker's share
         train_cfg.num_workers = namespace.num_workers
+    if namespace.envs_per_worker is not None:
+        train_cfg.envs_per_worker = namespace.envs_per_worker
     if namespace.ray_address is not None:
         train_cfg.ray_address = namespace.ray_address
     if step >= train_cfg.total_steps:

@@ -381,6 +381,9 @@ class Trainer:
                 reason = payload.get("no_env_reason", "the checkpoint holds no env state")
                 warn(f"{reason}; episodes restart from a reset")
             self.loop.reset(seed=self.env_seed + self.global_step)
+            scaler = getattr(self.agent, "reward_scaler", None)
+            if scaler is not None:  # the episodes restart, and so do their running discounted returns
+                scaler.returns.zero_()
             if isinstance(self.loop, OffPolicyLoop):
                 self.loop.buffer.mark_episode_break()
         else:

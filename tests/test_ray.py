@@ -148,13 +148,17 @@ def test_a_run_resumes_with_another_number_of_workers(tmp_path, cluster):
         resumed = run_drl("train", "--resume", "r", "--num-workers", workers, "--ray-address", cluster,
                           "--total-steps", steps, cwd=tmp_path)  # fmt: skip
         assert resumed.returncode == 0, resumed.stderr
+        config = (tmp_path / "r" / "config.yaml").read_text()
+        assert f"num_workers: {workers}" in config and f"num_envs: {4 * int(workers)}" in config  # 4 envs each
         assert "resuming r from step" in resumed.stderr
         status = json.loads((tmp_path / "r" / "run.json").read_text())
         assert status["status"] == "finished" and status["global_step"] >= int(steps), status
+    more = run_drl("train", "--resume", "r", "--envs-per-worker", "2", "--ray-address", cluster,
+                   "--total-steps", "10240", cwd=tmp_path)  # fmt: skip
+    assert more.returncode == 0, more.stderr
+    assert "num_envs: 6" in (tmp_path / "r" / "config.yaml").read_text()  # 3 workers x 2 envs
     steps = [row["step"] for row in read_metrics(tmp_path / "r")]
-    assert steps == sorted(steps) and steps[-1] >= 8192
-    config = (tmp_path / "r" / "config.yaml").read_text()
-    assert "num_workers: 3" in config and "num_envs: 12" in config  # each worker kept its 4 envs
+    assert steps == sorted(steps) and steps[-1] >= 10240
 
 
 def test_a_worker_whose_env_raises_ends_the_run_with_one_line(tmp_path, cluster):
