@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 import envs
-from agents import OnPolicyAgent, Progress, Rollout, get_algorithm
+from agents import Metrics, OnPolicyAgent, Progress, Rollout, get_algorithm
 from envs import StepInfo, VectorEnvBackend, first_line
 from runners.rollout import EpisodeStats, OnPolicyCollector
 
@@ -369,11 +369,7 @@ def concat(unrolls: list[Unroll], device: torch.device) -> tuple[Rollout, torch.
     fields = [
         join([u.rollout[i] for u in unrolls], 0 if name == "last_obs" else 1) for i, name in enumerate(Rollout._fields)
     ]
-    return (
-        Rollout(*fields),
-        join([u.episode_returns for u in unrolls], 1),
-        join([u.episode_lengths for u in unrolls], 1),
-    )
+    return (Rollout(*fields), *episode_stats(unrolls, device))
 
 
 def worker_specs(
@@ -406,20 +402,56 @@ def worker_specs(
     ]
 
 
-class RaySyncLoop:
-    """On-policy training through Ray workers that wait for each update; see the module docstring."""
+def episode_stats(unrolls: list[Unroll], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unrolls' episode returns and lengths [T, sum of M], on `device`."""
+    returns = np.concatenate([u.episode_returns for u in unrolls], axis=1)
+    lengths = np.concatenate([u.episode_lengths for u in unrolls], axis=1)
+    return torch.from_numpy(returns).to(device), torch.from_numpy(lengths).to(device)
 
-    def __init__(self, pool: WorkerPool, agent: OnPolicyAgent, total_steps: int):
+
+class WorkerLoop:
+    """What both loops over Ray workers share: the pool, the counters, episode statistics and
+    their checkpointed state (nothing that depends on the number of workers)."""
+
+    def __init__(self, pool: WorkerPool, agent: OnPolicyAgent, total_steps: int, steps_per_iteration: int):
         self.pool, self.agent, self.total_steps = pool, agent, total_steps
-        spec = pool.specs[0]
-        self.steps_per_iteration = spec.n_steps * spec.total
-        self.version = 0
+        self.steps_per_iteration = steps_per_iteration
+        self.version = 0  # learner updates so far: the version of the policy workers get next
         self.episodes = EpisodeStats(agent.device)
         self.seconds = {"env": 0.0, "inference": 0.0, "update": 0.0}
 
     def reset(self, seed: int | None) -> None:
         if seed is not None:
             self.pool.reset(seed)
+
+    def update(self, rollout: Rollout, global_step: int) -> Metrics:
+        t0 = time.perf_counter()
+        metrics = self.agent.update(rollout, Progress(global_step + self.steps_per_iteration, self.total_steps))
+        self.seconds["update"] += time.perf_counter() - t0
+        self.version += 1
+        return metrics
+
+    def pop_episode_stats(self) -> dict[str, Any]:
+        return self.episodes.pop()
+
+    def state_dict(self, with_buffer: bool = False) -> dict[str, Any]:
+        return {"seconds": dict(self.seconds), **self.episodes.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        self.seconds.update(state["seconds"])
+        self.episodes.load_state_dict(state)
+        return False
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class RaySyncLoop(WorkerLoop):
+    """On-policy training through Ray workers that wait for each update; see the module docstring."""
+
+    def __init__(self, pool: WorkerPool, agent: OnPolicyAgent, total_steps: int):
+        spec = pool.specs[0]
+        super().__init__(pool, agent, total_steps, spec.n_steps * spec.total)
 
     def collect(self) -> list[Unroll]:
         """Every worker's unroll with the current policy; a worker that died is asked again."""
@@ -450,28 +482,10 @@ class RaySyncLoop:
         self.episodes.add(returns, lengths)
         self.seconds["env"] += max(u.env_seconds for u in unrolls)
         self.seconds["inference"] += max(u.inference_seconds for u in unrolls)
-        t0 = time.perf_counter()
-        metrics = self.agent.update(rollout, Progress(global_step + self.steps_per_iteration, self.total_steps))
-        self.seconds["update"] += time.perf_counter() - t0
-        self.version += 1
-        return {**metrics, "workers/restarts": self.pool.restarts}
-
-    def pop_episode_stats(self) -> dict[str, torch.Tensor]:
-        return self.episodes.pop()
-
-    def state_dict(self, with_buffer: bool = False) -> dict[str, Any]:
-        return {"seconds": dict(self.seconds), **self.episodes.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> bool:
-        self.seconds.update(state["seconds"])
-        self.episodes.load_state_dict(state)
-        return False
-
-    def close(self) -> None:
-        self.pool.close()
+        return {**self.update(rollout, global_step), "workers/restarts": self.pool.restarts}
 
 
-class RayAsyncLoop:
+class RayAsyncLoop(WorkerLoop):
     """APPO's loop: workers collect without waiting for the learner; see the module docstring.
 
     One iteration is one learner update on one unroll (T x M env steps, the budget counting
@@ -481,21 +495,13 @@ class RayAsyncLoop:
     IN_FLIGHT = 2
 
     def __init__(self, pool: WorkerPool, agent: OnPolicyAgent, total_steps: int):
-        self.pool, self.agent, self.total_steps = pool, agent, total_steps
         spec = pool.specs[0]
-        self.steps_per_iteration = spec.n_steps * spec.count
+        super().__init__(pool, agent, total_steps, spec.n_steps * spec.count)
         self.max_policy_lag = agent.config.max_policy_lag
-        self.version = 0
         self.policy: Any = None
         self.pending: dict[Any, int] = {}  # Ray object ref -> worker index
         self.lags: list[int] = []
         self.dropped = 0
-        self.episodes = EpisodeStats(agent.device)
-        self.seconds = {"env": 0.0, "inference": 0.0, "update": 0.0}
-
-    def reset(self, seed: int | None) -> None:
-        if seed is not None:
-            self.pool.reset(seed)
 
     def _request(self, k: int) -> None:
         self.pending[self.pool.actors[k].collect.remote(self.policy)] = k
@@ -522,8 +528,7 @@ class RayAsyncLoop:
             lag = self.version - unroll.version
             if lag > self.max_policy_lag:
                 self.dropped += 1
-                _, returns, lengths = concat([unroll], self.agent.device)
-                self.episodes.add(returns, lengths)  # its episodes were played all the same
+                self.episodes.add(*episode_stats([unroll], self.agent.device))  # its episodes were played all the same
                 continue
             self.lags.append(lag)
             return unroll
@@ -534,10 +539,7 @@ class RayAsyncLoop:
         self.episodes.add(returns, lengths)
         self.seconds["env"] += unroll.env_seconds / len(self.pool.actors)  # workers step in parallel
         self.seconds["inference"] += unroll.inference_seconds / len(self.pool.actors)
-        t0 = time.perf_counter()
-        metrics = self.agent.update(rollout, Progress(global_step + self.steps_per_iteration, self.total_steps))
-        self.seconds["update"] += time.perf_counter() - t0
-        self.version += 1
+        metrics = self.update(rollout, global_step)
         self.policy = self.pool.ray.put(policy_state(self.agent, self.version, with_generator=False))
         return {**metrics, "workers/restarts": self.pool.restarts, "workers/dropped_unrolls": self.dropped}
 
@@ -546,20 +548,15 @@ class RayAsyncLoop:
         lags = self.lags or [0]
         self.lags = []
         return {
-            **self.episodes.pop(),
+            **super().pop_episode_stats(),
             "workers/policy_lag_min": min(lags),
             "workers/policy_lag_mean": sum(lags) / len(lags),
             "workers/policy_lag_max": max(lags),
         }
 
     def state_dict(self, with_buffer: bool = False) -> dict[str, Any]:
-        return {"seconds": dict(self.seconds), "dropped": self.dropped, **self.episodes.state_dict()}
+        return {**super().state_dict(), "dropped": self.dropped}
 
     def load_state_dict(self, state: dict[str, Any]) -> bool:
-        self.seconds.update(state["seconds"])
         self.dropped = int(state.get("dropped", 0))
-        self.episodes.load_state_dict(state)
-        return False
-
-    def close(self) -> None:
-        self.pool.close()
+        return super().load_state_dict(state)
