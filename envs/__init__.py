@@ -4,7 +4,7 @@ Every backend satisfies `VectorEnvBackend` (envs/interface.py) and is looked up 
 the registry (envs/registry.py): `register_backend` adds one, `backend_names()` lists them.
 """
 
-from envs.errors import EnvError, first_line
+from envs.errors import EnvError, EnvFailure, first_line
 from envs.interface import StepInfo, VectorEnvBackend
 from envs.make import make, resolve_env_id
 from envs.registry import Backend, backend_names, get_backend, register_backend, unregister_backend
@@ -14,6 +14,7 @@ from envs.vector import TorchVectorEnv
 __all__ = [
     "Backend",
     "EnvError",
+    "EnvFailure",
     "StepInfo",
     "TorchVectorEnv",
     "VectorEnvBackend",

@@ -10,6 +10,12 @@ wrappers, so logs and evaluations report true game scores.
 
 The `ALE/Name-v5` ids keep their sticky actions (repeat_action_probability 0.25, Machado
 et al. 2018); `NameNoFrameskip-v4` ids have none.
+
+Evaluation episodes end, truncated, after the standard 108,000 emulator frames (30 minutes
+of play at 60 Hz; 27,000 agent steps at frameskip 4): Machado et al. 2018, Dopamine's
+max_steps_per_episode 27000, ale-py's max_num_frames_per_episode for the registered ids. A
+time limit in raw frames holds it for every id, whatever its registration says, so that an
+evaluation of a policy that never starts the game (never presses FIRE) still ends.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ import gymnasium as gym
 import numpy as np
 
 FRAME_STACK = 4
+FRAME_SKIP = 4
+EVAL_MAX_FRAMES = 108_000
+"""Emulator frames after which an evaluation episode is truncated (see the module docstring)."""
 
 
 def is_atari(spec: gym.envs.registration.EnvSpec) -> bool:
@@ -79,9 +88,13 @@ class ClipRewardSign(gym.RewardWrapper):
 
 def make_atari(spec: gym.envs.registration.EnvSpec, training: bool, **kwargs: Any) -> gym.Env:
     """One preprocessed Atari env (see the module docstring); `training` adds episodic life
-    and reward clipping."""
+    and reward clipping, evaluation the cap of EVAL_MAX_FRAMES frames per episode."""
+    if not training:  # the raw env steps one frame at a time: its time limit counts frames
+        kwargs = {"max_episode_steps": EVAL_MAX_FRAMES, "max_num_frames_per_episode": EVAL_MAX_FRAMES, **kwargs}
     env = gym.make(spec, frameskip=1, **kwargs)
-    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True)
+    env = gym.wrappers.AtariPreprocessing(
+        env, noop_max=30, frame_skip=FRAME_SKIP, screen_size=84, grayscale_obs=True
+    )
     env = gym.wrappers.RecordEpisodeStatistics(env)  # true game scores, in agent steps
     if training:
         env = EpisodicLife(env)

@@ -16,7 +16,7 @@ from envs.atari import is_atari, make_atari
 from envs.errors import EnvError, first_line
 from envs.interface import VectorEnvBackend
 from envs.registry import backend_names, get_backend, register_backend
-from envs.vector import SnapshotWrapper, TorchVectorEnv
+from envs.vector import GuardedAsyncVectorEnv, MarkFaults, SnapshotWrapper, TorchVectorEnv
 
 memory.register()
 
@@ -108,6 +108,7 @@ def _make_gymnasium(
         def thunk() -> gym.Env:
             kwargs = {**env_kwargs, "render_mode": "rgb_array"} if video_dir and index == 0 else env_kwargs
             env = make_atari(spec, training, **kwargs) if atari else gym.make(spec, **kwargs)
+            env = MarkFaults(env)  # its exceptions in reset and step become EnvFailure
             if video_dir and index == 0:
                 env = gym.wrappers.RecordVideo(
                     env, str(video_dir), episode_trigger=lambda episode: episode == 0, name_prefix=video_prefix
@@ -120,18 +121,19 @@ def _make_gymnasium(
     mode = gym.vector.AutoresetMode.SAME_STEP
     try:
         if asynchronous:
-            vector_env = gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
+            vector_env = GuardedAsyncVectorEnv(fns, autoreset_mode=mode)
         else:
             vector_env = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
     except gym.error.Error as exc:
         raise EnvError(f"cannot make {env_id!r}: {first_line(exc)}") from None
-    return TorchVectorEnv(vector_env, device, seed, scores_from_info=atari)
+    return TorchVectorEnv(vector_env, device, seed, scores_from_info=atari, env_id=env_id)
 
 
 make_gym = functools.partial(_make_gymnasium, False)
 """The gym backend: Gymnasium's SyncVectorEnv in a `TorchVectorEnv`."""
 make_async = functools.partial(_make_gymnasium, True)
-"""The async backend: Gymnasium's AsyncVectorEnv (one worker process per env) in a `TorchVectorEnv`."""
+"""The async backend: Gymnasium's AsyncVectorEnv (one worker process per env, watched:
+`GuardedAsyncVectorEnv`) in a `TorchVectorEnv`."""
 
 
 def make_envpool(

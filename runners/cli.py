@@ -14,29 +14,36 @@ or corrupt checkpoint) end with one line on stderr naming the problem and exit c
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 import envs
 from agents import ALGORITHMS, ConfigError, get_algorithm
 from agents.presets import available_presets, load_preset
+from envs import first_line
 from runners import distributed
-from runners.checkpoint import CheckpointError, load_checkpoint
+from runners.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from runners.cliargs import ArgumentParser, add_arguments, apply_namespace, set_values
 from runners.config import TrainConfig
 from runners.evaluate import evaluate
+from runners.guard import Diverged
 from runners.precision import set_process_options
-from runners.run_dir import check_run_dir_free, create_run_dir, read_status
+from runners.run_dir import CONFIG_FILE, check_run_dir_free, create_run_dir, lock_run_dir, read_status
 from runners.seeding import derive_seeds
+from runners.signals import Aborted, Interrupted, StopRequest
 from runners.trainer import Trainer, build_agent, configs_from
 
 USER_ERRORS = (ConfigError, envs.EnvError, CheckpointError)
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+"""A full disk, an exhausted quota, a read-only filesystem, a file-size limit: one line, exit 1."""
 
 
 def _algorithms() -> str:
@@ -87,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"drl: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except (Aborted, KeyboardInterrupt):  # a second SIGINT/SIGTERM: files on disk are whole (atomic writes)
+        print("\ndrl: aborted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRORS:
+            raise
+        print(f"drl: error: cannot write {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)
+        return 1
     finally:
         distributed.teardown()  # a DDP worker leaves its process group (nothing otherwise)
 
@@ -135,15 +150,23 @@ def cmd_train(args: list[str]) -> int:
         train_cfg.validate()
         algo_cfg.validate()
         distributed.check_supported(spec.kind, spec.name, train_cfg.nproc)  # before any process starts
+        create_run_dir(run_dir)  # (launch locks it for the workers)
         return distributed.launch(
-            train_cfg.nproc, ["train", *args, "--run-dir", str(run_dir)], train_cfg.torch_device()
+            train_cfg.nproc, ["train", *args, "--run-dir", str(run_dir)], train_cfg.torch_device(), run_dir
         )
     set_process_options(train_cfg)  # this process's own settings, before torch starts its threads
     _join_process_group(train_cfg)
-    trainer = Trainer(train_cfg, algo_cfg)
-    if trainer.is_main:  # DDP: rank 0 alone writes the run directory
-        train_cfg.run_dir = str(create_run_dir(run_dir))
-    return _train(trainer, run_dir, wandb_id=None)
+    with StopRequest().install() as stop:
+        try:
+            with stop.interruptible():  # making envs (and Ray workers) may take long
+                trainer = Trainer(train_cfg, algo_cfg)
+        except Interrupted as exc:
+            print(f"\ndrl: {exc}: stopped before training began; nothing was written", file=sys.stderr)
+            return 130
+        if trainer.is_main:  # DDP: rank 0 alone writes the run directory
+            train_cfg.run_dir = str(create_run_dir(run_dir))
+            lock_run_dir(run_dir)
+        return _train(trainer, run_dir, None, stop)
 
 
 def _join_process_group(cfg: TrainConfig) -> None:
@@ -180,14 +203,20 @@ def _resume(args: list[str]) -> int:
     run_dir = Path(namespace.resume)
     if not run_dir.is_dir():
         raise CheckpointError(f"no run directory at {run_dir}")
-    payload = load_checkpoint(run_dir)
+    if not distributed.is_worker():  # DDP: the launcher holds the lock for its workers
+        lock_run_dir(run_dir)  # one writer per run directory
+    payload: dict[str, Any] | None = None
+    if list_checkpoints(run_dir):
+        payload = load_checkpoint(run_dir)  # the newest that loads (damaged ones are skipped, with a warning)
+        config, step = payload.get("config"), payload.get("global_step")
+    else:  # killed before its first checkpoint: the run starts again from its saved config
+        config, step = _saved_config(run_dir), 0
     try:
-        train_cfg, algo_cfg = configs_from(payload["config"])
-        step = int(payload["global_step"])
+        train_cfg, algo_cfg = configs_from(config)  # type: ignore[arg-type]
+        step = int(step)  # type: ignore[arg-type]
     except (KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"checkpoint {payload['path']} lacks {exc}; it is not a drl training checkpoint"
-        ) from None
+        where = f"checkpoint {payload['path']}" if payload else f"{run_dir / CONFIG_FILE}"
+        raise CheckpointError(f"{where} lacks {exc}; it is not a drl training run") from None
     if namespace.total_steps is not None:
         train_cfg.total_steps = namespace.total_steps
     if namespace.progress is not None:
@@ -202,42 +231,57 @@ def _resume(args: list[str]) -> int:
         train_cfg.envs_per_worker = namespace.envs_per_worker
     if namespace.ray_address is not None:
         train_cfg.ray_address = namespace.ray_address
-    if step >= train_cfg.total_steps:
-        raise ConfigError(
-            f"run {run_dir} already reached {step} of {train_cfg.total_steps} steps; "
-            "pass a larger --total-steps to train longer"
+    if step >= train_cfg.total_steps:  # a scheduler that relaunches a finished job sees success
+        print(
+            f"drl: run {run_dir} already finished ({step} of {train_cfg.total_steps} steps); nothing to do "
+            "(pass a larger --total-steps to train longer)",
+            file=sys.stderr,
         )
+        return 0
     if distributed.should_launch(train_cfg.nproc):  # DDP: this command again, as nproc torchrun workers
         train_cfg.validate()
-        return distributed.launch(train_cfg.nproc, ["train", *args], train_cfg.torch_device())
+        return distributed.launch(train_cfg.nproc, ["train", *args], train_cfg.torch_device(), run_dir)
     set_process_options(train_cfg)
     _join_process_group(train_cfg)
+    with StopRequest().install() as stop:
+        try:
+            with stop.interruptible():  # making envs (and Ray workers) may take long
+                trainer = Trainer(train_cfg, algo_cfg, resume=payload)
+        except Interrupted as exc:
+            print(f"\ndrl: {exc}: stopped before training resumed; {run_dir} is as it was", file=sys.stderr)
+            return 130
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            if isinstance(exc, USER_ERRORS) or payload is None:
+                raise
+            reason = " ".join(str(exc).split())[:200]
+            raise CheckpointError(f"checkpoint {payload['path']} does not fit its config ({reason})") from None
+        if trainer.is_main:
+            if payload is None:
+                trainer.resumed_from = 0  # what the killed attempt logged goes
+                print(f"drl: {run_dir} has no checkpoint yet; starting it again from its config", file=sys.stderr)
+            else:
+                print(f"drl: resuming {run_dir} from step {step} ({payload['path']})", file=sys.stderr)
+        return _train(trainer, run_dir, read_status(run_dir).get("wandb_id"), stop)
+
+
+def _last_checkpoint(run_dir: Path) -> str:
+    found = list_checkpoints(run_dir)
+    return f"the last checkpoint, {found[-1]}, is intact" if found else "no checkpoint was written yet"
+
+
+def _saved_config(run_dir: Path) -> dict[str, Any]:
     try:
-        trainer = Trainer(train_cfg, algo_cfg, resume=payload)
-    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-        if isinstance(exc, USER_ERRORS):
-            raise
-        reason = " ".join(str(exc).split())[:200]
-        raise CheckpointError(f"checkpoint {payload['path']} does not fit its config ({reason})") from None
-    if trainer.is_main:
-        print(f"drl: resuming {run_dir} from step {step} ({payload['path']})", file=sys.stderr)
-    return _train(trainer, run_dir, wandb_id=read_status(run_dir).get("wandb_id"))
+        config = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{run_dir} has no checkpoint and no {CONFIG_FILE}: it is not a drl run") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} cannot be read ({first_line(exc)})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} is not a drl run config")
+    return config
 
 
-class _StopRequest:
-    """First Ctrl-C or SIGTERM: finish the iteration, write a checkpoint, exit. Second: abort."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\ndrl: stopping after this iteration and writing a checkpoint (again to abort)", file=sys.stderr)
-
-
-def _train(trainer: Trainer, run_dir: Path, wandb_id: str | None) -> int:
+def _train(trainer: Trainer, run_dir: Path, wandb_id: str | None, stop: StopRequest) -> int:
     cfg = trainer.cfg
     if trainer.is_main:  # DDP: rank 0 alone reports
         processes = f", {trainer.world_size} processes" if trainer.world_size > 1 else ""
@@ -246,18 +290,28 @@ def _train(trainer: Trainer, run_dir: Path, wandb_id: str | None) -> int:
             f"({cfg.num_envs} envs, {cfg.backend} backend, {trainer.device}{processes}); run dir {run_dir}",
             file=sys.stderr,
         )
-    stop = _StopRequest()
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    resume = f"drl train --resume {run_dir}"
     try:
-        result = trainer.run(run_dir, should_stop=lambda: stop.requested, wandb_id=wandb_id)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        result = trainer.run(run_dir, wandb_id=wandb_id, stop=stop)
+    except Diverged as exc:
+        print(f"drl: error: {exc} ({_last_checkpoint(run_dir)})", file=sys.stderr)
+        return 1
+    except envs.EnvFailure as exc:
+        if exc.env_traceback:  # the user's own code: theirs to debug
+            print(f"the env's traceback:\n{exc.env_traceback.rstrip()}", file=sys.stderr)
+        at = f" at step {exc.step}" if getattr(exc, "step", None) is not None else ""
+        print(f"drl: error: {exc}{at}; {_last_checkpoint(run_dir)}; continue with: {resume}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRORS:
+            raise
+        where = exc.filename or "a file of the run"
+        print(f"drl: error: cannot write {where}: {exc.strerror}; {_last_checkpoint(run_dir)}", file=sys.stderr)
+        return 1
     if result.status == "interrupted":
         if trainer.is_main:
             print(
-                f"drl: stopped at step {result.global_step}; checkpoint {result.checkpoint}; "
-                f"continue with: drl train --resume {run_dir}",
+                f"drl: stopped at step {result.global_step}; checkpoint {result.checkpoint}; continue with: {resume}",
                 file=sys.stderr,
             )
         return 130

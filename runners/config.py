@@ -70,6 +70,12 @@ class TrainConfig:
     """End training at the first evaluation that reaches solved_threshold."""
     checkpoint_every: int = 50_000
     """Write a checkpoint every this many env steps (one is always written at the end)."""
+    checkpoint_minutes: float = 10.0
+    """Also write one when this many minutes have passed since the last (0: by steps only), so
+    that a run killed without warning (SIGKILL, a lost machine) loses at most this much."""
+    keep_checkpoints: int = 3
+    """Checkpoints kept: the newest this many, plus the one of the best evaluation; older ones
+    are deleted once a new one is safely on disk (0: keep all)."""
     save_buffer: bool = False
     """Include the replay buffer in checkpoints (off-policy agents), so that a resumed run
     continues with the same data."""
@@ -133,7 +139,15 @@ class TrainConfig:
             self.stop_when_solved,
         )
         require_non_negative(
-            self, "seed", "eval_every", "eval_episodes", "checkpoint_every", "torch_threads", "eval_video_every"
+            self,
+            "seed",
+            "eval_every",
+            "eval_episodes",
+            "checkpoint_every",
+            "checkpoint_minutes",
+            "keep_checkpoints",
+            "torch_threads",
+            "eval_video_every",
         )
         require(self.device == "auto" or _is_device(self.device), "device", "auto, cpu, cuda or cuda:N", self.device)
         for name in self.loggers():

@@ -44,6 +44,7 @@ import subprocess
 import sys
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,7 @@ import torch
 import torch.distributed as dist
 
 from agents import ConfigError
+from runners.run_dir import lock_for_children, lock_run_dir
 
 
 # ----------------------------------------------------------------- launching
@@ -106,7 +108,7 @@ def check_gpus(device: torch.device, nproc: int) -> None:
         )
 
 
-def launch(nproc: int, args: list[str], device: torch.device) -> int:
+def launch(nproc: int, args: list[str], device: torch.device, run_dir: Path) -> int:
     """Run `drl ARGS` as `nproc` torchrun workers on this machine and return torchrun's exit code.
 
     torchrun runs in its own session, so a Ctrl-C at the terminal reaches it once, through this
@@ -114,11 +116,13 @@ def launch(nproc: int, args: list[str], device: torch.device) -> int:
     workers finish the iteration, write a checkpoint and exit (torchrun allows them 30 s before
     it kills them, and then reports the signal with a traceback of its own); the exit code is
     then 130, as for an interrupted single-process run. gloo's sockets are put on the loopback
-    interface unless GLOO_SOCKET_IFNAME says otherwise."""
+    interface unless GLOO_SOCKET_IFNAME says otherwise. This process holds the run directory's
+    lock (`run_dir.lock_run_dir`) for the workers while they run."""
     check_gpus(device, nproc)
+    lock_run_dir(run_dir)
     command = launch_command(nproc, args)
     print(f"drl: starting {nproc} training processes: {shlex.join(command)}", file=sys.stderr, flush=True)
-    env = dict(os.environ)
+    env = {**os.environ, **lock_for_children(run_dir)}
     loopback = _loopback_interface()
     if loopback is not None:
         env.setdefault("GLOO_SOCKET_IFNAME", loopback)

@@ -9,6 +9,7 @@ and the resumed run logs them again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import netrc
@@ -34,12 +35,21 @@ class JsonlSink:
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= resume_step]
             write_atomic(self.path, "".join(line + "\n" for line in kept))
-        self.file = open(self.path, "a")  # noqa: SIM115 (held open for the run, closed in close())
+        self.file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (held open for the run, closed in close())
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Append one line; a write that fails (a full disk) takes back what it wrote of the
+        line, so the file never holds half a line, and raises."""
         record = {"step": step, **{k: _finite(v) for k, v in metrics.items()}}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        data = memoryview((json.dumps(record) + "\n").encode())
+        end = os.fstat(self.file.fileno()).st_size
+        try:
+            while data:
+                data = data[self.file.write(data) :]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.file.fileno(), end)
+            raise
 
     def close(self) -> None:
         self.file.close()

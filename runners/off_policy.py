@@ -19,6 +19,7 @@ import torch
 
 from agents import ConfigError, OffPolicyAgent, Progress
 from envs import VectorEnvBackend, first_line
+from runners.guard import FiniteCheck
 from runners.replay import ReplayBuffer
 from runners.rollout import EpisodeStats
 
@@ -40,6 +41,7 @@ class OffPolicyLoop:
     def __init__(self, env: VectorEnvBackend, agent: OffPolicyAgent, total_steps: int):
         cfg = agent.config
         self.env, self.agent, self.total_steps = env, agent, total_steps
+        self.finite = FiniteCheck()  # read by the trainer
         if math.ceil(cfg.buffer_size / env.num_envs) <= cfg.n_step:
             raise ConfigError(
                 f"--buffer-size {cfg.buffer_size} must hold more than --n-step {cfg.n_step} steps of each of the "
@@ -84,6 +86,8 @@ class OffPolicyLoop:
             next_obs, reward, terminated, truncated, info = env.step(action)
             t2 = clock()
             buffer.add(self.obs, action, reward, terminated, truncated, info.final_obs)
+            self.finite.watch("observations", next_obs)  # (on the device: read once per update)
+            self.finite.watch("rewards", reward)
             if info.episodes_ended is not False:  # (None: the env cannot tell without a device read)
                 self.episodes.add(info.episode_return, info.episode_length)
             self.obs = next_obs

@@ -46,6 +46,7 @@ import torch
 import envs
 from agents import Metrics, OnPolicyAgent, Progress, Rollout, get_algorithm
 from envs import StepInfo, VectorEnvBackend, first_line
+from runners.guard import FiniteCheck
 from runners.rollout import EpisodeStats, OnPolicyCollector
 
 MAX_RESTARTS = 100
@@ -179,7 +180,8 @@ class RolloutWorker:
 
     def _describe(self, exc: BaseException, doing: str) -> str:
         s = self.spec
-        return f"{s.env_id} raised in rollout worker {s.index} while {doing}: {type(exc).__name__}: {first_line(exc)}"
+        summary = exc.summary if isinstance(exc, envs.EnvFailure) else f"{type(exc).__name__}: {first_line(exc)}"
+        return f"{s.env_id} raised in rollout worker {s.index} while {doing}: {summary}"
 
     def spaces(self) -> tuple[Any, Any, torch.dtype]:
         """Make the envs (if not yet) and return their spaces and observation dtype."""
@@ -419,12 +421,15 @@ class WorkerLoop:
         self.version = 0  # learner updates so far: the version of the policy workers get next
         self.episodes = EpisodeStats(agent.device)
         self.seconds = {"env": 0.0, "inference": 0.0, "update": 0.0}
+        self.finite = FiniteCheck()  # read by the trainer
 
     def reset(self, seed: int | None) -> None:
         if seed is not None:
             self.pool.reset(seed)
 
     def update(self, rollout: Rollout, global_step: int) -> Metrics:
+        self.finite.watch("observations", rollout.obs)
+        self.finite.watch("rewards", rollout.rewards)
         t0 = time.perf_counter()
         metrics = self.agent.update(rollout, Progress(global_step + self.steps_per_iteration, self.total_steps))
         self.seconds["update"] += time.perf_counter() - t0

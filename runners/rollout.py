@@ -9,6 +9,7 @@ import torch
 
 from agents import OnPolicyAgent, Progress, Rollout
 from envs import VectorEnvBackend, storage_shape, torch_dtype
+from runners.guard import FiniteCheck
 
 
 class EpisodeStats:
@@ -189,6 +190,7 @@ class OnPolicyLoop:
         self.collector = OnPolicyCollector(env, agent, agent.n_steps)
         self.steps_per_iteration = agent.n_steps * env.num_envs
         self.update_seconds = 0.0
+        self.finite = FiniteCheck()  # read by the trainer
 
     @property
     def seconds(self) -> dict[str, float]:
@@ -200,6 +202,8 @@ class OnPolicyLoop:
 
     def iterate(self, global_step: int) -> dict[str, Any]:
         rollout = self.collector.collect()
+        self.finite.watch("observations", rollout.obs)
+        self.finite.watch("rewards", rollout.rewards)
         t0 = time.perf_counter()
         metrics = self.agent.update(rollout, Progress(global_step + self.steps_per_iteration, self.total_steps))
         self.update_seconds += time.perf_counter() - t0

@@ -11,6 +11,7 @@ RUN_DIR/wandb/            wandb's files, when --logger wandb
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -32,10 +33,43 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+LOCK_FILE = ".lock"
+LOCK_ENV = "DRL_RUN_DIR_LOCKED"
+"""Set by a process that holds a run directory's lock for its children (DDP's torchrun workers)."""
+_locks: dict[str, int] = {}  # run directory -> the descriptor whose lock this process holds
+
+
+def lock_run_dir(path: Path) -> None:
+    """Make this process the one writer of the run directory `path` (which exists), for as long
+    as it lives; ConfigError naming the holder if another live process has it. The lock is the
+    kernel's (flock), so a killed process does not leave it stuck."""
+    key = str(Path(path).resolve())
+    if key in _locks or os.environ.get(LOCK_ENV) == key:
+        return
+    fd = os.open(Path(path) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError(
+            f"run directory {path} is being written by another drl process (pid {holder}); "
+            "wait for it to end or stop it first"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _locks[key] = fd
+
+
+def lock_for_children(path: Path) -> dict[str, str]:
+    """Environment variables telling child processes that this one holds `path`'s lock."""
+    return {LOCK_ENV: str(Path(path).resolve())}
+
+
 def check_run_dir_free(path: Path) -> None:
     """Refuse a run directory that already holds files: a new run never overwrites another."""
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and (not path.is_dir() or any(p.name != LOCK_FILE for p in path.iterdir())):
         raise ConfigError(
             f"run directory {path} already exists and is not empty; "
             f"continue it with `drl train --resume {path}` or choose another --run-dir"

@@ -7,6 +7,7 @@ agent, the envs' own state, the pending observation, the counters and the RNG st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import socket
@@ -26,17 +27,20 @@ from runners import distributed
 from runners.cliargs import from_dict, to_dict, warn
 from runners.config import TrainConfig
 from runners.evaluate import EvalResult, evaluate
+from runners.guard import Diverged, FiniteCheck, agent_parameters
 from runners.loggers import JsonlSink, MetricLogger, TensorBoardSink, WandbSink
 from runners.off_policy import OffPolicyLoop
 from runners.progress import ProgressBar
 from runners.rollout import OnPolicyLoop
-from runners.run_dir import update_status, write_config
+from runners.run_dir import read_status, update_status, write_config
 from runners.seeding import derive_seeds
+from runners.signals import Aborted, Interrupted, StopRequest
 
 
 @dataclass
 class TrainResult:
     status: str  # "finished", "solved" (stopped early by stop_when_solved) or "interrupted"
+    # (a run that diverges or crashes raises instead; run.json then says "diverged" or "crashed")
     global_step: int
     seconds: float
     final_eval: EvalResult | None
@@ -133,6 +137,7 @@ class Trainer:
         self.eval_seconds = 0.0
         self.resumed_from: int | None = None
         self.solved: tuple[int, float] | None = None
+        self.best: dict[str, Any] | None = None  # the best evaluation's step and mean return (its checkpoint is kept)
         self.env: envs.VectorEnvBackend | None = None  # none when Ray workers hold the envs
         self.loop: Any = None
         distributed.check_supported(spec.kind, train_cfg.algo, self.world_size)
@@ -193,11 +198,19 @@ class Trainer:
 
     # ----------------------------------------------------------------- the loop
     def run(
-        self, run_dir: Path, should_stop: Callable[[], bool] = lambda: False, wandb_id: str | None = None
+        self,
+        run_dir: Path,
+        should_stop: Callable[[], bool] = lambda: False,
+        wandb_id: str | None = None,
+        stop: StopRequest | None = None,
     ) -> TrainResult:
-        """Train until total_steps (or until `should_stop()` says so after an iteration)."""
+        """Train until total_steps, or until a stop request (`stop`, set by SIGINT/SIGTERM in
+        `drl train`, or `should_stop()`) after an iteration; evaluations and videos end at once
+        on a stop request (see runners/signals.py). Raises Diverged when a value goes
+        non-finite, envs.EnvFailure when an env fails; the run's status says so in run.json."""
         cfg = self.cfg
         run_dir = Path(run_dir)
+        stop = stop or StopRequest()
         if self.is_main:  # DDP: the other ranks write nothing
             write_config(run_dir, run_config(cfg, self.algo_cfg))  # on resume: with any new total_steps
             update_status(
@@ -210,9 +223,14 @@ class Trainer:
                 pid=os.getpid(),  # lets `drl runs` tell a run killed without a word from a running one
                 host=socket.gethostname(),
             )
+            self.best = read_status(run_dir).get("best_checkpoint")
         logger: MetricLogger | None = None
         bar: ProgressBar | None = None
         status, final_eval, path = "finished", None, None
+        finite = getattr(self.loop, "finite", None)
+        parameters = agent_parameters(self.agent)
+        # off-policy iterations on a GPU are single env steps: read the flags at logs and checkpoints only
+        check_every_iteration = not (self.device.type == "cuda" and isinstance(self.loop, OffPolicyLoop))
         try:
             logger = self._make_logger(run_dir, wandb_id)
             bar = ProgressBar(
@@ -220,24 +238,52 @@ class Trainer:
             )
             start = time.perf_counter()
             last_log_time, last_log_step, last_eval_seconds = start, self.global_step, self.eval_seconds
+            last_save, checked_step = time.monotonic(), self.global_step
             while self.global_step < cfg.total_steps:
                 before = self.global_step
-                metrics = self.loop.iterate(before)
+                try:
+                    metrics = self.loop.iterate(before)
+                except envs.EnvFailure as exc:
+                    exc.step = before  # the env steps done when it failed (at most one iteration more)
+                    raise
                 self.global_step += self.loop.steps_per_iteration
                 last = self.global_step >= cfg.total_steps
+                logging = crossed(before, self.global_step, cfg.log_every) or last
+                saving = (
+                    last
+                    or crossed(before, self.global_step, cfg.checkpoint_every)
+                    or (cfg.checkpoint_minutes > 0 and time.monotonic() - last_save >= 60 * cfg.checkpoint_minutes)
+                )
+                if finite is not None:
+                    losses = [v for k, v in metrics.items() if k.endswith("loss") and torch.is_tensor(v)]
+                    finite.watch_sum("losses", losses)
+                    finite.watch_sum("parameters", parameters)
+                    if check_every_iteration or logging or saving or stop.requested:
+                        checked_step = self._check_finite(finite, checked_step)
 
                 if cfg.eval_episodes and (last or crossed(before, self.global_step, cfg.eval_every)):
                     if self.is_main:  # DDP: rank 0 alone evaluates, and tells the others if solved
-                        final_eval = self._evaluate(logger, start)
+                        try:
+                            with stop.interruptible():
+                                final_eval = self._evaluate(logger, start)
+                        except Interrupted:
+                            status = "interrupted"
+                        else:
+                            saving |= self._is_best(final_eval)
                     if cfg.stop_when_solved and distributed.from_rank0(self.solved is not None):
                         status, last = "solved", True
                 if (
                     self.is_main
+                    and status != "interrupted"
                     and cfg.eval_video_every
                     and (last or crossed(before, self.global_step, cfg.eval_video_every))
                 ):
-                    self._record_video(run_dir, logger)
-                if crossed(before, self.global_step, cfg.log_every) or last:
+                    try:
+                        with stop.interruptible():
+                            self._record_video(run_dir, logger)
+                    except Interrupted:
+                        status = "interrupted"
+                if logging:
                     if self.world_size > 1:  # DDP: every rank's episodes, logged by rank 0
                         distributed.sum_episode_stats(self.loop.collector.episodes)
                     metrics = host_values({**metrics, **self.loop.pop_episode_stats()})
@@ -251,19 +297,24 @@ class Trainer:
                     logger.log(self.global_step, metrics)
                     bar.update(self.global_step, metrics["charts/sps"], metrics.get("charts/episode_return"))
                     last_log_time, last_log_step, last_eval_seconds = now, self.global_step, self.eval_seconds
-                if last or crossed(before, self.global_step, cfg.checkpoint_every):
+                if not last and status != "solved":
+                    stopping = status == "interrupted" or stop.requested or should_stop()
+                    if distributed.any_rank(stopping):  # DDP: all ranks stop together
+                        status = "interrupted"
+                if distributed.any_rank(saving) or status != "finished":  # DDP: a clock or rank 0's best
                     path = self._save(run_dir, start)
+                    last_save = time.monotonic()
                 if last and cfg.wandb_save_model:
                     logger.save_model(path)
-                if status == "solved":
+                if status != "finished":
                     break
-                if not last and distributed.any_rank(should_stop()):  # DDP: all ranks stop together
-                    status = "interrupted"
-                    path = self._save(run_dir, start)
-                    break
-        except BaseException:
+        except BaseException as exc:
             if self.is_main:
-                update_status(run_dir, status="crashed", global_step=self.global_step)
+                crash = "diverged" if isinstance(exc, Diverged) else "crashed"
+                if isinstance(exc, (KeyboardInterrupt, Aborted)):
+                    crash = "interrupted"
+                with contextlib.suppress(OSError):  # a full disk: the error that stopped the run says so
+                    update_status(run_dir, status=crash, global_step=self.global_step)
             raise
         finally:
             if bar is not None:
@@ -275,6 +326,24 @@ class Trainer:
         if self.is_main:
             update_status(run_dir, status=status, global_step=self.global_step, seconds=round(seconds, 3))
         return TrainResult(status, self.global_step, seconds, final_eval, path, self.solved)
+
+    def _check_finite(self, finite: FiniteCheck, checked_step: int) -> int:
+        """Raise Diverged, naming what went non-finite, if anything did since `checked_step`
+        (the step of the last check); returns the step checked."""
+        bad = finite.first_bad()
+        if bad is not None:
+            raise Diverged(
+                f"non-finite {bad} (NaN or infinity) between step {checked_step} and step {self.global_step}; "
+                "training stopped, its last checkpoint is one written before"
+            )
+        return self.global_step
+
+    def _is_best(self, result: EvalResult) -> bool:
+        """Whether `result` is the run's best evaluation so far (its checkpoint is then kept)."""
+        if self.best is not None and result.mean_return <= self.best["mean_return"]:
+            return False
+        self.best = {"step": self.global_step, "mean_return": result.mean_return}
+        return True
 
     def _time_metrics(self, session_seconds: float) -> dict[str, float]:
         seconds = self.loop.seconds
@@ -360,8 +429,14 @@ class Trainer:
         if payload is None:
             return None
         path = ckpt.checkpoint_path(run_dir, self.global_step)
-        ckpt.save_checkpoint(path, payload)
-        update_status(run_dir, global_step=self.global_step, checkpoint=path.name)
+        ckpt.save_checkpoint(path, payload)  # durable (fsync) before older checkpoints go
+        fields: dict[str, Any] = {"global_step": self.global_step, "checkpoint": path.name}
+        if self.best is not None and self.best["step"] == self.global_step:
+            self.best["checkpoint"] = path.name
+            fields["best_checkpoint"] = self.best
+        update_status(run_dir, **fields)
+        keep = {self.best["checkpoint"]} if self.best is not None and "checkpoint" in self.best else set()
+        ckpt.prune(run_dir, self.cfg.keep_checkpoints, keep)
         return path
 
     def _restore(self, payload: dict[str, Any]) -> None:

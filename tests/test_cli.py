@@ -18,10 +18,11 @@ QUICK = ["--total-steps", "2048", "--eval-episodes", "2", "--log-every", "256", 
 
 
 def tree_digest(path: Path) -> dict[str, str]:
+    """Every file's hash, but the one-writer lock's (it names the pid of its last holder)."""
     return {
         str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(path.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != ".lock"
     }
 
 
@@ -190,10 +191,14 @@ def test_corrupt_checkpoint(trained, tmp_path):
     assert tree_digest(broken) == before
 
 
-def test_resume_of_a_finished_run_says_how_to_continue(trained):
-    one_line_error(
-        run_drl("train", "--resume", str(trained), cwd=trained.parent), "already reached 2048", "--total-steps"
-    )
+def test_resume_of_a_finished_run_exits_0_and_says_how_to_continue(trained):
+    """A scheduler that relaunches a finished job must not see a failure."""
+    before = tree_digest(trained)
+    result = run_drl("train", "--resume", str(trained), cwd=trained.parent)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "already finished (2048 of 2048 steps)" in lines[0] and "--total-steps" in lines[0]
+    assert tree_digest(trained) == before
 
 
 def test_wandb_offline_run_holds_metrics_and_config(tmp_path):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 
 class MultiBinaryActionEnv(gym.Env):
@@ -140,8 +143,83 @@ class FailingStepEnv(CountdownEnv):
         return super().step(action)
 
 
+class FaultyEnv(CartPoleEnv):
+    """CartPole-v1 (it learns like it) with one fault injected, for the fault-handling tests.
+
+    Configured by environment variables, so that a subprocess `drl train ... toy_envs:Faulty-v0`
+    can be told from a test (or by the keyword arguments of the same names, which win):
+
+    - `DRL_FAULT` (`fault`): `none` (the default), `raise`: raise ValueError("injected fault");
+      `exit`: `os._exit(3)`, the process ends at once (meant for an async worker; in-process it
+      ends the trainer itself, like a crash in C code); `nan`: return a NaN observation (and in
+      `step` a NaN reward) instead of the real ones, without an exception.
+    - `DRL_FAULT_STEP` (`fault_step`): k, default 1: the fault happens in this env instance's
+      k-th step, counted since the env was made, across episodes (every instance of a vector
+      env counts its own, so all of them fault at their k-th).
+    - `DRL_FAULT_CALL` (`fault_call`): `step` (the default) or `reset`: then the fault happens
+      in the k-th reset instead, counting every reset (the first and each autoreset).
+
+    The variables are read at every call, so a resumed run can be given `DRL_FAULT=none`. The
+    counts are part of the env's state (pickled into checkpoints): resumed with the same
+    settings, it faults again at the same count. Deterministic given its seed: the dynamics are
+    CartPole's and the fault depends on the counts only.
+    """
+
+    FAULTS = ("none", "raise", "exit", "nan")
+    CALLS = ("step", "reset")
+
+    def __init__(
+        self,
+        fault: str | None = None,
+        fault_step: int | None = None,
+        fault_call: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.fault_kwargs = (fault, fault_step, fault_call)
+        self.steps = self.resets = 0
+        self._config()  # bad settings fail when the env is made
+
+    def _config(self) -> tuple[str, int, str]:
+        fault, fault_step, fault_call = self.fault_kwargs
+        fault = fault or os.environ.get("DRL_FAULT") or "none"
+        fault_step = int(fault_step or os.environ.get("DRL_FAULT_STEP") or 1)
+        fault_call = fault_call or os.environ.get("DRL_FAULT_CALL") or "step"
+        if fault not in self.FAULTS or fault_call not in self.CALLS:
+            raise ValueError(f"DRL_FAULT must be one of {self.FAULTS} and DRL_FAULT_CALL one of {self.CALLS}")
+        return fault, fault_step, fault_call
+
+    def _fault(self, call: str, count: int) -> str:
+        """The fault to inject in this call ('none' or 'nan'; raise and exit happen here)."""
+        fault, fault_step, fault_call = self._config()
+        if fault == "none" or call != fault_call or count != fault_step:
+            return "none"
+        if fault == "raise":
+            raise ValueError("injected fault")
+        if fault == "exit":
+            os._exit(3)
+        return fault
+
+    def step(self, action):
+        self.steps += 1
+        fault = self._fault("step", self.steps)
+        obs, reward, terminated, truncated, info = super().step(action)
+        if fault == "nan":
+            obs, reward = np.full_like(obs, np.nan), float("nan")
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, *, seed=None, options=None):
+        self.resets += 1
+        fault = self._fault("reset", self.resets)
+        obs, info = super().reset(seed=seed, options=options)
+        if fault == "nan":
+            obs = np.full_like(obs, np.nan)
+        return obs, info
+
+
 gym.register("MultiBinaryAction-v0", entry_point=MultiBinaryActionEnv)
 gym.register("Countdown-v0", entry_point=CountdownEnv, max_episode_steps=100)
 gym.register("FailingStep-v0", entry_point=FailingStepEnv, max_episode_steps=100)
+gym.register("Faulty-v0", entry_point=FaultyEnv, max_episode_steps=500, reward_threshold=475.0)
 gym.register("DictTarget-v0", entry_point=DictTargetEnv)
 gym.register("MultiDiscreteTarget-v0", entry_point=MultiDiscreteTargetEnv)

@@ -1,0 +1,59 @@
+"""Non-finite values (NaN, infinity) in a run's observations, rewards, losses or parameters.
+
+Checks are cheap and stay on the device: each `watch` folds "is anything non-finite here"
+into a flag without reading it back; `first_bad` reads all flags in one transfer. The
+trainer reads them after every update (and always before writing a checkpoint, so that a
+checkpoint never holds a diverged run), except for off-policy runs on a GPU, whose
+iterations are single env steps: there it reads them at each log and checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Diverged(Exception):
+    """A non-finite value was found; the message names what and the step."""
+
+
+class FiniteCheck:
+    """Flags, by name, of values seen non-finite since the last `first_bad`."""
+
+    def __init__(self) -> None:
+        self.flags: dict[str, torch.Tensor] = {}
+
+    def watch(self, name: str, tensor: torch.Tensor | None) -> None:
+        if tensor is None or not (tensor.is_floating_point() or tensor.is_complex()):
+            return  # integer observations (images) cannot be NaN
+        bad = ~torch.isfinite(tensor.detach()).all()
+        previous = self.flags.get(name)
+        self.flags[name] = bad if previous is None else previous | bad
+
+    def watch_sum(self, name: str, tensors: list[torch.Tensor]) -> None:
+        """Whether any of many tensors is non-finite, from their sums (a NaN or infinity in a
+        tensor makes its sum non-finite; an overflow of a finite sum is reported too)."""
+        if tensors:
+            self.watch(name, torch.stack([t.detach().float().sum() for t in tensors]))
+
+    def first_bad(self) -> str | None:
+        """The first name flagged (in the order watched), or None; clears the flags."""
+        if not self.flags:
+            return None
+        names, flags = list(self.flags), torch.stack(list(self.flags.values())).tolist()
+        self.flags = {}
+        return next((name for name, bad in zip(names, flags, strict=True) if bad), None)
+
+
+def agent_parameters(agent: Any) -> list[torch.Tensor]:
+    """The trainable tensors of an agent: those of its modules, and its own learnable tensors
+    (SAC's log alpha); found among its attributes."""
+    found: dict[int, torch.Tensor] = {}
+    for value in vars(agent).values():
+        if isinstance(value, nn.Module):
+            found.update((id(p), p) for p in value.parameters())
+        elif isinstance(value, torch.Tensor) and value.requires_grad:
+            found[id(value)] = value
+    return list(found.values())
