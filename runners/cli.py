@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"drl: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except envs.EnvFailure as exc:  # before training began (the first reset) or in `drl eval`
+        _report_env_failure(exc, "")
+        return 1
     except (Aborted, KeyboardInterrupt):  # a second SIGINT/SIGTERM: files on disk are whole (atomic writes)
         print("\ndrl: aborted", file=sys.stderr)
         return 130
@@ -264,6 +267,14 @@ def _resume(args: list[str]) -> int:
         return _train(trainer, run_dir, read_status(run_dir).get("wandb_id"), stop)
 
 
+def _report_env_failure(exc: envs.EnvFailure, advice: str) -> None:
+    """The env's own traceback (the user's code, theirs to debug), then our one line."""
+    if exc.env_traceback:
+        print(f"the env's traceback:\n{exc.env_traceback.rstrip()}", file=sys.stderr)
+    at = f" at step {exc.step}" if getattr(exc, "step", None) is not None else ""
+    print(f"drl: error: {exc}{at}{advice}", file=sys.stderr)
+
+
 def _last_checkpoint(run_dir: Path) -> str:
     found = list_checkpoints(run_dir)
     return f"the last checkpoint, {found[-1]}, is intact" if found else "no checkpoint was written yet"
@@ -297,10 +308,7 @@ def _train(trainer: Trainer, run_dir: Path, wandb_id: str | None, stop: StopRequ
         print(f"drl: error: {exc} ({_last_checkpoint(run_dir)})", file=sys.stderr)
         return 1
     except envs.EnvFailure as exc:
-        if exc.env_traceback:  # the user's own code: theirs to debug
-            print(f"the env's traceback:\n{exc.env_traceback.rstrip()}", file=sys.stderr)
-        at = f" at step {exc.step}" if getattr(exc, "step", None) is not None else ""
-        print(f"drl: error: {exc}{at}; {_last_checkpoint(run_dir)}; continue with: {resume}", file=sys.stderr)
+        _report_env_failure(exc, f"; {_last_checkpoint(run_dir)}; continue with: {resume}")
         return 1
     except OSError as exc:
         if exc.errno not in WRITE_ERRORS:

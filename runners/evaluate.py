@@ -1,5 +1,23 @@
 """Evaluation rollouts: run a policy for whole episodes on a fresh env and report raw returns
-(for Atari, true game scores: evaluation envs neither clip rewards nor end at a lost life)."""
+(for Atari, true game scores: evaluation envs neither clip rewards nor end at a lost life).
+
+How actions are chosen is the evaluation protocol: the policy's action, deterministic (the
+most likely) or sampled, replaced with probability epsilon (per env and step) by a uniformly
+random action. `evaluation_protocol` gives the defaults, which follow the literature:
+
+- On ALE (Atari) games, policy-gradient agents (PPO, A2C, APPO, recurrent PPO) sample their
+  actions, with epsilon 0, as rl-baselines3-zoo's enjoy.py does for Atari ("deterministic by
+  default except for atari games"): a deterministic policy that is not yet trained may never
+  press FIRE to serve a new ball, and its episodes then run to the frame cap.
+- On ALE games, value-based agents (the DQN family) act greedily with epsilon 0.001:
+  Dopamine's epsilon_eval (dopamine/agents/dqn/dqn_agent.py), the evaluation protocol of
+  Machado et al. 2018 ("Revisiting the Arcade Learning Environment", JAIR 61).
+- Everywhere else: deterministic, epsilon 0.
+
+Atari evaluation episodes are also truncated after 108,000 frames (envs/atari.py), and an
+evaluation reports how many of its episodes were truncated (`eval/truncated_episodes`) rather
+than ended by the game.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 import envs
+from agents import AlgorithmSpec, get_algorithm
+from envs.atari import is_atari
+
+ATARI_VALUE_BASED_EPSILON = 0.001
+"""Evaluation epsilon of value-based agents on Atari (Dopamine's epsilon_eval; Machado et al. 2018)."""
 
 
 @dataclass
@@ -22,6 +46,8 @@ class EvalResult:
 
     returns: list[float]
     lengths: list[int]
+    truncated: int = 0
+    """Episodes that ended by truncation (a time limit, the Atari frame cap), not by the env's own end."""
 
     @property
     def mean_return(self) -> float:
@@ -36,7 +62,46 @@ class EvalResult:
             f"{prefix}mean_return": self.mean_return,
             f"{prefix}std_return": self.std_return,
             f"{prefix}mean_length": statistics.fmean(self.lengths),
+            f"{prefix}truncated_episodes": float(self.truncated),
         }
+
+
+def is_value_based(spec: AlgorithmSpec) -> bool:
+    """Whether the algorithm acts greedily on learned action values (the DQN family): an
+    off-policy learner of Discrete actions only (the actor-critic ones, SAC and TD3, act in Box)."""
+    return spec.kind == "off_policy" and all(issubclass(space, gym.spaces.Discrete) for space in spec.action_spaces)
+
+
+def evaluation_protocol(
+    algo: str, env_id: str, deterministic: bool | None = None, epsilon: float | None = None
+) -> tuple[bool, float]:
+    """(deterministic, epsilon) for evaluating the algorithm `algo` on `env_id`: the values
+    given, and for those left None the protocol's defaults (see the module docstring)."""
+    default = (True, 0.0)
+    if is_atari(envs.resolve_env_id(env_id)):
+        default = (True, ATARI_VALUE_BASED_EPSILON) if is_value_based(get_algorithm(algo)) else (False, 0.0)
+    return (default[0] if deterministic is None else deterministic, default[1] if epsilon is None else epsilon)
+
+
+def random_actions(space: gym.Space, n: int, generator: torch.Generator) -> torch.Tensor:
+    """`n` uniformly random actions of `space` [N, ...] on the generator's device, as agents
+    emit them (Discrete and MultiDiscrete counted from 0; Box within its bounds, normal where
+    a bound is infinite)."""
+    device = generator.device
+    if isinstance(space, gym.spaces.Discrete):
+        return torch.randint(0, int(space.n), (n,), generator=generator, device=device)
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        nvec = torch.as_tensor(space.nvec, device=device)
+        return (torch.rand((n, *nvec.shape), generator=generator, device=device) * nvec).long().minimum(nvec - 1)
+    if isinstance(space, gym.spaces.Box):
+        low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
+        high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
+        bounded = torch.isfinite(low) & torch.isfinite(high)
+        uniform = torch.rand((n, *space.shape), generator=generator, device=device)
+        normal = torch.randn((n, *space.shape), generator=generator, device=device)
+        span = torch.where(bounded, high - low, 0.0)
+        return torch.where(bounded, low + uniform * span, normal).clamp(low, high)
+    raise ValueError(f"random evaluation actions (epsilon > 0) are not supported in the action space {space}")
 
 
 def evaluate(

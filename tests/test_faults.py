@@ -343,3 +343,12 @@ def test_nan_in_observations_and_rewards_stops_the_run_as_diverged(tmp_path):
     assert "Traceback" not in result.stderr
     assert status(run_dir) == "diverged"
     assert assert_loads(run_dir)["global_step"] == 512  # written before the NaN
+
+
+def test_an_env_that_fails_in_its_first_reset_ends_with_one_line_and_writes_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    result = train(run_dir, env_id=FAULTY, fault={"DRL_FAULT": "raise", "DRL_FAULT_CALL": "reset"})
+    assert result.returncode == 1, result.stderr
+    assert last_line(result) == f"drl: error: {FAULTY} raised ValueError: injected fault in reset()"
+    assert 'raise ValueError("injected fault")' in result.stderr  # the env's traceback, before the line
+    assert not run_dir.exists()
