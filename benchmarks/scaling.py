@@ -13,6 +13,7 @@ each steps/s as a ratio to the local trainer's.
 
     python benchmarks/scaling.py                        # both envs, 1 and 2 workers
     python benchmarks/scaling.py --envs cartpole --workers 1 2 --steps 50000
+    python benchmarks/scaling.py --envs cartpole --workers 1 --repeats 5   # medians of 5, order alternating
 
 Needs the `distributed` extra (and `atari`, `envpool` for Pong).
 """
@@ -64,11 +65,27 @@ def run(label: str, algo: str, env_id: str, backend: str, num_envs: int, steps: 
     return result
 
 
+def median_run(label: str, results: list[dict]) -> dict | None:
+    if not results:
+        return None
+    out = {"label": label, "sps": statistics.median(r["sps"] for r in results)}
+    out["seconds"] = statistics.median(r["seconds"] for r in results)
+    if "lag" in results[0]:
+        out["lag"] = statistics.median(r["lag"] for r in results)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--steps", type=int, help="steps per run (default: per env, see SETTINGS)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of each kind, in alternating order (forward, then backward), reported by their median",
+    )
     args = parser.parse_args()
     print(f"scaling on {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     table = []
@@ -76,11 +93,15 @@ def main() -> None:
         env_id, backend, num_envs, steps, extra = SETTINGS[name]
         steps = args.steps or steps
         print(f"{env_id} ({backend}, {num_envs} envs, {steps} steps):", flush=True)
-        runs = [run("local", "ppo", env_id, backend, num_envs, steps, extra, 0)]
-        for k in args.workers:
-            runs.append(run(f"sync {k}", "ppo", env_id, backend, num_envs, steps, extra, k))
-        for k in args.workers:
-            runs.append(run(f"appo {k}", "appo", env_id, backend, num_envs, steps, extra, k))
+        kinds = [("local", "ppo", 0)] + [(f"sync {k}", "ppo", k) for k in args.workers]
+        kinds += [(f"appo {k}", "appo", k) for k in args.workers]
+        results: dict[str, list[dict]] = {label: [] for label, _, _ in kinds}
+        for r in range(args.repeats):  # a noisy shared machine: alternate the order, take medians
+            for label, algo, k in kinds if r % 2 == 0 else kinds[::-1]:
+                result = run(label, algo, env_id, backend, num_envs, steps, extra, k)
+                if result is not None:
+                    results[label].append(result)
+        runs = [median_run(label, results[label]) for label, _, _ in kinds]
         base = runs[0]["sps"] if runs[0] else None
         for r in runs:
             if r is not None:
