@@ -12,10 +12,11 @@ The `ALE/Name-v5` ids keep their sticky actions (repeat_action_probability 0.25,
 et al. 2018); `NameNoFrameskip-v4` ids have none.
 
 Evaluation episodes end, truncated, after the standard 108,000 emulator frames (30 minutes
-of play at 60 Hz; 27,000 agent steps at frameskip 4): Machado et al. 2018, Dopamine's
-max_steps_per_episode 27000, ale-py's max_num_frames_per_episode for the registered ids. A
-time limit in raw frames holds it for every id, whatever its registration says, so that an
-evaluation of a policy that never starts the game (never presses FIRE) still ends.
+of play at 60 Hz; 27,000 agent steps at frameskip 4): Dopamine's Runner.max_steps_per_episode
+(27000 agent steps, dopamine/agents/dqn/configs/dqn.gin) and ale-py's registered
+max_num_frames_per_episode. A time limit in raw frames holds it for every id, whatever its
+registration says, so that an evaluation of a policy that never starts the game (never
+presses FIRE) still ends.
 """
 
 from __future__ import annotations
@@ -92,9 +93,7 @@ def make_atari(spec: gym.envs.registration.EnvSpec, training: bool, **kwargs: An
     if not training:  # the raw env steps one frame at a time: its time limit counts frames
         kwargs = {"max_episode_steps": EVAL_MAX_FRAMES, "max_num_frames_per_episode": EVAL_MAX_FRAMES, **kwargs}
     env = gym.make(spec, frameskip=1, **kwargs)
-    env = gym.wrappers.AtariPreprocessing(
-        env, noop_max=30, frame_skip=FRAME_SKIP, screen_size=84, grayscale_obs=True
-    )
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=FRAME_SKIP, screen_size=84, grayscale_obs=True)
     env = gym.wrappers.RecordEpisodeStatistics(env)  # true game scores, in agent steps
     if training:
         env = EpisodicLife(env)

@@ -16,6 +16,7 @@ from envs.atari import is_atari, make_atari
 from envs.errors import EnvError, first_line
 from envs.interface import VectorEnvBackend
 from envs.registry import backend_names, get_backend, register_backend
+from envs.render import is_render_failure, render_error
 from envs.vector import GuardedAsyncVectorEnv, MarkFaults, SnapshotWrapper, TorchVectorEnv
 
 memory.register()
@@ -126,6 +127,10 @@ def _make_gymnasium(
             vector_env = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
     except gym.error.Error as exc:
         raise EnvError(f"cannot make {env_id!r}: {first_line(exc)}") from None
+    except Exception as exc:  # e.g. MUJOCO_GL naming a backend whose library is missing: mujoco fails to import
+        if is_render_failure(exc):
+            raise render_error(env_id, exc) from None
+        raise
     return TorchVectorEnv(vector_env, device, seed, scores_from_info=atari, env_id=env_id)
 
 

@@ -2,7 +2,7 @@
 
     drl train ALGO ENV_ID [--total-steps N] [--num-envs N] [--seed S] [--preset NAME|FILE] [--<option> V ...]
     drl train --resume RUN_DIR [--total-steps N]
-    drl eval RUN_DIR_OR_CHECKPOINT [--episodes N] [--stochastic] [--seed S] [--json]
+    drl eval RUN_DIR_OR_CHECKPOINT [--episodes N] [--stochastic|--deterministic] [--epsilon E] [--seed S] [--json]
     drl runs [DIR ...] [--json]
     drl plot RUN_DIR ... [--x steps|time] [--metric KEY] [--out FILE.png|.svg]
     drl dashboard [DIR] [--port P]
@@ -29,11 +29,12 @@ import envs
 from agents import ALGORITHMS, ConfigError, get_algorithm
 from agents.presets import available_presets, load_preset
 from envs import first_line
+from envs.render import choose_headless_gl
 from runners import distributed
 from runners.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from runners.cliargs import ArgumentParser, add_arguments, apply_namespace, set_values
 from runners.config import TrainConfig
-from runners.evaluate import evaluate
+from runners.evaluate import evaluate, evaluation_protocol
 from runners.guard import Diverged
 from runners.precision import set_process_options
 from runners.run_dir import CONFIG_FILE, check_run_dir_free, create_run_dir, lock_run_dir, read_status
@@ -69,6 +70,7 @@ algorithms:
 
 
 def main(argv: list[str] | None = None) -> int:
+    choose_headless_gl()  # MuJoCo videos on a machine without a display: EGL or OSMesa (envs/render.py)
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
@@ -344,8 +346,25 @@ def cmd_eval(args: list[str]) -> int:
     )
     parser.add_argument("--episodes", type=_int_at_least(1), default=10, help="episodes to play (default: 10)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the most likely")
-    mode.add_argument("--deterministic", action="store_true", help="take the most likely action (the default)")
+    mode.add_argument(
+        "--stochastic", dest="deterministic", action="store_false", default=None, help="sample the policy's actions"
+    )
+    mode.add_argument(
+        "--deterministic",
+        dest="deterministic",
+        action="store_true",
+        default=None,
+        help="take the most likely action (default: the run's --eval-deterministic, else the protocol's: "
+        "sampled for policy-gradient agents on Atari, deterministic otherwise)",
+    )
+    parser.add_argument(
+        "--epsilon",
+        type=_probability,
+        default=None,
+        metavar="E",
+        help="probability of a uniformly random action at each step (default: the run's --eval-epsilon, else the "
+        "protocol's: 0.001 for value-based agents on Atari, 0 otherwise)",
+    )
     parser.add_argument(
         "--seed",
         type=_int_at_least(0),
@@ -384,7 +403,12 @@ def cmd_eval(args: list[str]) -> int:
         raise CheckpointError(f"checkpoint {payload['path']} does not fit its config ({reason})") from None
 
     seed = derive_seeds(train_cfg.seed).eval if namespace.seed is None else namespace.seed
-    deterministic = not namespace.stochastic
+    deterministic, epsilon = evaluation_protocol(
+        train_cfg.algo,
+        train_cfg.env_id,
+        train_cfg.eval_deterministic if namespace.deterministic is None else namespace.deterministic,
+        train_cfg.eval_epsilon if namespace.epsilon is None else namespace.epsilon,
+    )
     video = None
     if namespace.video is not None:
         checkpoint = Path(payload["path"])
@@ -392,7 +416,8 @@ def cmd_eval(args: list[str]) -> int:
         video = (
             Path(namespace.video) if namespace.video else run_dir / "videos" / f"eval_step_{payload['global_step']}.mp4"
         )
-    result = evaluate(agent, train_cfg.env_id, namespace.episodes, seed, deterministic, namespace.num_envs, video=video)
+    episodes, num_envs = namespace.episodes, namespace.num_envs
+    result = evaluate(agent, train_cfg.env_id, episodes, seed, deterministic, num_envs, video=video, epsilon=epsilon)
     report = {
         "mean_return": result.mean_return,
         "std_return": result.std_return,
@@ -404,6 +429,8 @@ def cmd_eval(args: list[str]) -> int:
         "checkpoint": payload["path"],
         "global_step": payload.get("global_step"),
         "deterministic": deterministic,
+        "epsilon": epsilon,
+        "truncated_episodes": result.truncated,
         "seed": seed,
     }
     if video is not None:
@@ -414,10 +441,23 @@ def cmd_eval(args: list[str]) -> int:
         print(
             f"{train_cfg.algo} on {train_cfg.env_id} at step {report['global_step']}: mean return "
             f"{result.mean_return:.2f} +- {result.std_return:.2f} over {len(result.returns)} episodes "
-            f"({'deterministic' if deterministic else 'stochastic'} policy, seed {seed})"
+            f"({'deterministic' if deterministic else 'stochastic'} policy"
+            + (f", epsilon {epsilon:g}" if epsilon else "")
+            + f", seed {seed})"
+            + f"; {result.truncated} truncated by the time limit"
             + (f"; video {video}" if video is not None else "")
         )
     return 0
+
+
+def _probability(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {raw!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {raw}")
+    return value
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:

@@ -102,6 +102,11 @@ def leaves(cfg: Any) -> dict[str, Leaf]:
     return out
 
 
+def _is_optional_bool(tp: Any) -> bool:
+    """Whether `tp` is `bool | None`."""
+    return typing.get_origin(tp) in _UNIONS and set(typing.get_args(tp)) == {bool, type(None)}
+
+
 def _describe(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
@@ -201,7 +206,7 @@ def add_arguments(parser: argparse.ArgumentParser, cfg: Any, title: str, skip: t
             continue
         default = getattr(leaf.owner, name)
         helptext = f"{leaf.doc} (default: {default})".replace("%", "%%")
-        if leaf.type is bool:
+        if leaf.type is bool or _is_optional_bool(leaf.type):  # --name / --no-name (unset: the default, maybe none)
             group.add_argument(
                 option(name), dest=name, action=argparse.BooleanOptionalAction, default=default, help=helptext
             )

@@ -63,6 +63,12 @@ class TrainConfig:
     """Evaluate the policy every this many env steps (0: only at the end)."""
     eval_episodes: int = 10
     """Episodes per evaluation (0: no evaluation)."""
+    eval_deterministic: bool | None = None
+    """Evaluate with the policy's most likely action (else sampled); none: the protocol's default
+    (runners/evaluate.py): sampled for policy-gradient agents on Atari, deterministic otherwise."""
+    eval_epsilon: float | None = None
+    """Probability of a uniformly random action at each evaluation step; none: the protocol's
+    default (runners/evaluate.py): 0.001 for value-based agents (DQN) on Atari, 0 otherwise."""
     solved_threshold: float | None = None
     """Eval mean return that counts as solving the env (presets give it); the first evaluation
     reaching it is logged as eval/solved_step and eval/solved_seconds."""
@@ -149,6 +155,7 @@ class TrainConfig:
             "torch_threads",
             "eval_video_every",
         )
+        require(0 <= (self.eval_epsilon or 0) <= 1, "eval_epsilon", "a probability in [0, 1]", self.eval_epsilon)
         require(self.device == "auto" or _is_device(self.device), "device", "auto, cpu, cuda or cuda:N", self.device)
         for name in self.loggers():
             require(name in LOGGERS, "logger", "a comma-separated list of " + ", ".join(LOGGERS), self.logger)

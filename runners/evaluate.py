@@ -10,7 +10,7 @@ random action. `evaluation_protocol` gives the defaults, which follow the litera
   default except for atari games"): a deterministic policy that is not yet trained may never
   press FIRE to serve a new ball, and its episodes then run to the frame cap.
 - On ALE games, value-based agents (the DQN family) act greedily with epsilon 0.001:
-  Dopamine's epsilon_eval (dopamine/agents/dqn/dqn_agent.py), the evaluation protocol of
+  Dopamine's epsilon_eval (dopamine/agents/dqn/dqn_agent.py), whose Atari protocol follows
   Machado et al. 2018 ("Revisiting the Arcade Learning Environment", JAIR 61).
 - Everywhere else: deterministic, epsilon 0.
 
@@ -21,9 +21,11 @@ than ended by the game.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import statistics
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +37,10 @@ import torch
 import envs
 from agents import AlgorithmSpec, get_algorithm
 from envs.atari import is_atari
+from envs.render import render_failures
 
 ATARI_VALUE_BASED_EPSILON = 0.001
-"""Evaluation epsilon of value-based agents on Atari (Dopamine's epsilon_eval; Machado et al. 2018)."""
+"""Evaluation epsilon of value-based agents on Atari (Dopamine's epsilon_eval)."""
 
 
 @dataclass
@@ -113,50 +116,68 @@ def evaluate(
     num_envs: int | None = None,
     max_steps: int = 1_000_000,
     video: Path | None = None,
+    epsilon: float = 0.0,
 ) -> EvalResult:
     """Play `episodes` whole episodes of `env_id` with `agent` on new envs seeded from `seed`.
 
-    The agent's normaliser statistics are not updated. Envs are given equal shares of the
-    episodes, so that short episodes do not crowd out long ones (as SB3's evaluate_policy).
-    With `video` (a path ending in .mp4), env 0's first episode is recorded there.
+    Actions are the policy's (`deterministic` or sampled), each replaced with probability
+    `epsilon` by a uniformly random action of the env's action space; both draws come from
+    the evaluation's own generator, seeded from `seed` (`evaluation_protocol` picks the two
+    for an algorithm and env). The agent's normaliser statistics are not updated. Envs are
+    given equal shares of the episodes, so that short episodes do not crowd out long ones (as
+    SB3's evaluate_policy). With `video` (a path ending in .mp4), env 0's first episode is
+    recorded there; where frames cannot be rendered, envs.render.RenderError says what to install.
     """
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
     n = num_envs or min(episodes, 8)
     recording = {}
-    if video is not None:  # RecordVideo writes into a folder of its own; the file is moved to `video`
+    if video is not None:  # RecordVideo writes into a new folder of its own; the file is moved to `video`
         video, staging = Path(video), tempfile.TemporaryDirectory(prefix="drl-video-")
-        recording = {"video_dir": staging.name, "video_prefix": "eval"}
-    env = envs.make(env_id, n, "gym", seed=seed, device=agent.device, training=False, **recording)
+        recording = {"video_dir": str(Path(staging.name) / "video"), "video_prefix": "eval"}
     generator = torch.Generator(agent.device).manual_seed(seed)
     targets = np.array([(episodes + i) // n for i in range(n)])
     counts = np.zeros(n, dtype=np.int64)
     returns: list[float] = []
     lengths: list[int] = []
-    try:
-        obs, _ = env.reset()
-        state = agent.initial_state(n) if getattr(agent, "recurrent", False) else None
-        starts = torch.ones(n, dtype=torch.bool, device=agent.device)
-        for _ in range(max_steps):
-            if (counts >= targets).all():
-                break
-            if state is None:
-                action = agent.predict(obs, deterministic=deterministic, generator=generator)
-            else:  # recurrent policies carry their state from step to step
-                out = agent.act(obs, deterministic, generator, state=state, starts=starts)
-                action, state = out.action, out.state
-            obs, _, terminated, truncated, info = env.step(action)
-            starts = terminated | truncated
-            done = starts.cpu().numpy()
-            if done.any():
-                ep_return = info.episode_return.cpu().numpy()
-                ep_length = info.episode_length.cpu().numpy()
-                for i in np.flatnonzero(done & (counts < targets)):
-                    returns.append(float(ep_return[i]))
-                    lengths.append(int(ep_length[i]))
-                    counts[i] += 1
-    finally:
-        env.close()  # RecordVideo writes the file here
+    truncations = 0
+    with render_failures(env_id) if video is not None else contextlib.nullcontext():
+        env = envs.make(env_id, n, "gym", seed=seed, device=agent.device, training=False, **recording)
+        try:
+            action_space = env.single_action_space
+            obs, _ = env.reset()
+            state = agent.initial_state(n) if getattr(agent, "recurrent", False) else None
+            starts = torch.ones(n, dtype=torch.bool, device=agent.device)
+            for _ in range(max_steps):
+                if (counts >= targets).all():
+                    break
+                if state is None:
+                    action = agent.predict(obs, deterministic=deterministic, generator=generator)
+                else:  # recurrent policies carry their state from step to step
+                    out = agent.act(obs, deterministic, generator, state=state, starts=starts)
+                    action, state = out.action, out.state
+                if epsilon > 0:  # (no draw at all otherwise: epsilon 0 plays exactly the policy)
+                    explore = torch.rand(n, generator=generator, device=generator.device) < epsilon  # [N]
+                    random = random_actions(action_space, n, generator).to(action.device, action.dtype)
+                    action = torch.where(explore.to(action.device).view(n, *[1] * (action.dim() - 1)), random, action)
+                obs, _, terminated, truncated, info = env.step(action)
+                starts = terminated | truncated
+                done = starts.cpu().numpy()
+                if done.any():
+                    cut = (truncated & ~terminated).cpu().numpy()  # ended by the time limit, not by the env
+                    ep_return = info.episode_return.cpu().numpy()
+                    ep_length = info.episode_length.cpu().numpy()
+                    for i in np.flatnonzero(done & (counts < targets)):
+                        returns.append(float(ep_return[i]))
+                        lengths.append(int(ep_length[i]))
+                        truncations += int(cut[i])
+                        counts[i] += 1
+        finally:
+            with warnings.catch_warnings():  # after a failed render, RecordVideo has no frames: the error says why
+                warnings.filterwarnings("ignore", message=".*zero frames to save")
+                env.close()  # RecordVideo writes the file here
     if video is not None:
-        written = Path(staging.name) / "eval-episode-0.mp4"
+        written = Path(staging.name) / "video" / "eval-episode-0.mp4"
         if written.exists():
             video.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(written, video)
@@ -165,4 +186,4 @@ def evaluate(
         raise envs.EnvError(
             f"no episode of {env_id} ended within {max_steps} steps; give the env a time limit (max_episode_steps)"
         )
-    return EvalResult(returns, lengths)
+    return EvalResult(returns, lengths, truncations)

@@ -22,11 +22,12 @@ import torch
 
 import envs
 from agents import Agent, ConfigError, get_algorithm
+from envs.render import RenderError
 from runners import checkpoint as ckpt
 from runners import distributed
 from runners.cliargs import from_dict, to_dict, warn
 from runners.config import TrainConfig
-from runners.evaluate import EvalResult, evaluate
+from runners.evaluate import EvalResult, evaluate, evaluation_protocol
 from runners.guard import Diverged, FiniteCheck, agent_parameters
 from runners.loggers import JsonlSink, MetricLogger, TensorBoardSink, WandbSink
 from runners.off_policy import OffPolicyLoop
@@ -358,7 +359,9 @@ class Trainer:
     def _evaluate(self, logger: MetricLogger, start: float) -> EvalResult:
         t0 = time.perf_counter()
         training_seconds = self.elapsed + (t0 - start) - self.eval_seconds  # evaluation excluded
-        result = evaluate(self.agent, self.cfg.env_id, self.cfg.eval_episodes, self.seeds.eval)
+        cfg = self.cfg
+        deterministic, epsilon = evaluation_protocol(cfg.algo, cfg.env_id, cfg.eval_deterministic, cfg.eval_epsilon)
+        result = evaluate(self.agent, cfg.env_id, cfg.eval_episodes, self.seeds.eval, deterministic, epsilon=epsilon)
         self.eval_seconds += time.perf_counter() - t0
         metrics = {**result.metrics(), "time/elapsed": self.elapsed + time.perf_counter() - start}
         threshold = self.cfg.solved_threshold
@@ -369,12 +372,19 @@ class Trainer:
         return result
 
     def _record_video(self, run_dir: Path, logger: MetricLogger) -> None:
-        """One deterministic evaluation episode as RUN_DIR/videos/eval_step_N.mp4, also sent to
-        TensorBoard and wandb; its time counts as evaluation time."""
+        """One evaluation episode (played as evaluations are: `evaluation_protocol`) as
+        RUN_DIR/videos/eval_step_N.mp4, also sent to TensorBoard and wandb; its time counts as
+        evaluation time. Where it cannot be recorded, a one-line warning and no more videos."""
         t0 = time.perf_counter()
+        cfg = self.cfg
         path = run_dir / "videos" / f"eval_step_{self.global_step}.mp4"
+        deterministic, epsilon = evaluation_protocol(cfg.algo, cfg.env_id, cfg.eval_deterministic, cfg.eval_epsilon)
         try:
-            evaluate(self.agent, self.cfg.env_id, 1, self.seeds.eval, num_envs=1, video=path)
+            evaluate(self.agent, cfg.env_id, 1, self.seeds.eval, deterministic, 1, video=path, epsilon=epsilon)
+        except RenderError as exc:  # its message says what to install or set, in full
+            warn(f"no video: {exc}; recording stops")
+            self.cfg.eval_video_every = 0
+            return
         except (envs.EnvError, ValueError, gym.error.Error) as exc:
             warn(f"no video of {self.cfg.env_id}: {' '.join(str(exc).split())[:200]}; recording stops")
             self.cfg.eval_video_every = 0
