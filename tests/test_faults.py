@@ -352,3 +352,24 @@ def test_an_env_that_fails_in_its_first_reset_ends_with_one_line_and_writes_noth
     assert last_line(result) == f"drl: error: {FAULTY} raised ValueError: injected fault in reset()"
     assert 'raise ValueError("injected fault")' in result.stderr  # the env's traceback, before the line
     assert not run_dir.exists()
+
+
+def test_an_untrained_policy_evaluation_on_atari_ends_well_within_the_cap():
+    """Breakout needs FIRE after each lost life; an untrained policy played as the protocol says
+    (sampled actions for PPO) loses its lives and ends; the 108k-frame cap would end it anyway."""
+    pytest.importorskip("ale_py")
+    from agents import PPOConfig
+    from runners.config import TrainConfig
+    from runners.evaluate import evaluate, evaluation_protocol
+    from runners.trainer import Spaces, build_agent
+
+    env_id = "ALE/Breakout-v5"
+    probe = __import__("envs").make(env_id, 1, "gym", training=False)
+    cfg = TrainConfig(algo="ppo", env_id=env_id, num_envs=1, device="cpu")
+    agent = build_agent(cfg, PPOConfig(), Spaces(probe.single_observation_space, probe.single_action_space), "cpu")
+    probe.close()
+    deterministic, epsilon = evaluation_protocol("ppo", env_id)
+    assert not deterministic
+    result = evaluate(agent, env_id, 2, seed=0, deterministic=deterministic, num_envs=2, epsilon=epsilon)
+    assert len(result.returns) == 2
+    assert max(result.lengths) < 27_000 and result.truncated == 0
