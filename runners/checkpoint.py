@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import sys
 import zipfile
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 import torch
 
 from envs import first_line
+from runners.cliargs import warn
+from runners.run_dir import pid_alive
 
 FORMAT_VERSION = 2
 CHECKPOINT_DIR = "checkpoints"
@@ -100,23 +101,13 @@ def prune(run_dir: str | Path, keep: int, protect: Collection[str] = ()) -> None
     and the partial files of writes that a killed process left behind."""
     directory = Path(run_dir) / CHECKPOINT_DIR
     for stale in directory.glob(".step_*.pt.tmp-*"):
-        if not _pid_alive(stale.name.rsplit("-", 1)[-1]):
+        if not pid_alive(stale.name.rsplit("-", 1)[-1]):
             stale.unlink(missing_ok=True)
     if keep <= 0:
         return
     for path in list_checkpoints(run_dir)[:-keep]:
         if path.name not in protect:
             path.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -147,13 +138,9 @@ def load_checkpoint(
             try:
                 return _load_file(candidate, map_location)
             except CheckpointError as exc:
-                (skipped or _warn)(f"skipping damaged checkpoint: {exc}")
+                (skipped or warn)(f"skipping damaged checkpoint: {exc}")
         return _load_file(found[0], map_location)
     return _load_file(find_checkpoint(path), map_location)
-
-
-def _warn(message: str) -> None:
-    print(f"drl: warning: {message}", file=sys.stderr)
 
 
 def _load_file(path: Path, map_location: str | torch.device) -> dict[str, Any]:

@@ -7,7 +7,6 @@ are still going, finished, interrupted or crashed, and never change them.
 from __future__ import annotations
 
 import json
-import os
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from agents.config import ConfigError
-from runners.run_dir import METRICS_FILE, STATUS_FILE, read_status
+from runners.run_dir import METRICS_FILE, STATUS_FILE, pid_alive, read_status
 
 EVAL_KEY = "eval/mean_return"
 
@@ -53,15 +52,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 def _alive(status: dict[str, Any]) -> bool:
     """Whether the process that wrote a `running` status still runs (unknowable on another host)."""
     pid, host = status.get("pid"), status.get("host")
-    if pid is None or host != socket.gethostname():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid is None or host != socket.gethostname() or pid_alive(pid)
 
 
 @dataclass

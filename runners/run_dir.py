@@ -39,6 +39,17 @@ LOCK_ENV = "DRL_RUN_DIR_LOCKED"
 _locks: dict[str, int] = {}  # run directory -> the descriptor whose lock this process holds
 
 
+def pid_alive(pid: int | str) -> bool:
+    """Whether process `pid` of this machine still runs (True when it runs as another user)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def lock_run_dir(path: Path) -> None:
     """Make this process the one writer of the run directory `path` (which exists), for as long
     as it lives; ConfigError naming the holder if another live process has it. The lock is the

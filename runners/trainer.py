@@ -258,8 +258,8 @@ class Trainer:
                 if finite is not None:
                     losses = [v for k, v in metrics.items() if k.endswith("loss") and torch.is_tensor(v)]
                     finite.watch_sum("losses", losses)
-                    finite.watch_sum("parameters", parameters)
                     if check_every_iteration or logging or saving or stop.requested:
+                        finite.watch_sum("parameters", parameters)  # (state: its value now is what counts)
                         checked_step = self._check_finite(finite, checked_step)
 
                 if cfg.eval_episodes and (last or crossed(before, self.global_step, cfg.eval_every)):
