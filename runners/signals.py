@@ -21,8 +21,11 @@ from typing import Any
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class Interrupted(Exception):
-    """The first stop signal arrived during work that can be abandoned (evaluation, video, env creation)."""
+class Interrupted(BaseException):
+    """The first stop signal arrived during work that can be abandoned (evaluation, video, env
+    creation). A BaseException, as KeyboardInterrupt is: the signal may land inside a user's env,
+    whose `except Exception` (or ours, that turns an env's exceptions into EnvFailure) must not
+    take it for the env's own error."""
 
 
 class Aborted(BaseException):
