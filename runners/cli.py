@@ -527,4 +527,6 @@ def cmd_dashboard(args: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    if distributed.is_worker():  # DDP: torchrun starts its workers as `python -m runners.cli`
+        distributed.run_worker(main)
     sys.exit(main())

@@ -42,10 +42,12 @@ import signal
 import socket
 import subprocess
 import sys
+import traceback
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -170,6 +172,27 @@ def teardown() -> None:
     """Leave the process group, if this process joined one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def run_worker(main: Callable[[], int]) -> NoReturn:
+    """Run `main` in a torchrun worker and end the process with its exit code, skipping the
+    interpreter's finalisation. gloo's worker threads can still be releasing the tensors of a
+    finished collective (a gather's) after the process group is destroyed; during finalisation
+    that needs the GIL, and the thread's exit then aborts the process ("terminate called without
+    an active exception", SIGABRT; seen here about once in 20 runs, cf. pytorch/pytorch#179291).
+    `main` leaves the group and closes everything the rank writes before it returns."""
+    try:
+        code = main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, (int, type(None))):
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def rank_and_world() -> tuple[int, int]:

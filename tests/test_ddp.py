@@ -135,7 +135,13 @@ def check_target_kl(config: PPOConfig, rank: int, recorded: list) -> None:
 
 
 def worker(rank: int, port: int) -> None:
-    """One of the two processes: joins the gloo group on 127.0.0.1, runs the checks, leaves."""
+    """One of the two processes, ended as the library ends a torchrun worker (`run_worker`: a
+    normal interpreter exit can abort in gloo's threads)."""
+    distributed.run_worker(lambda: check_all(rank, port))
+
+
+def check_all(rank: int, port: int) -> int:
+    """Join the gloo group on 127.0.0.1, run the checks, leave."""
     torch.set_num_threads(1)
     loopback = distributed._loopback_interface()
     if loopback is not None:
@@ -159,6 +165,7 @@ def worker(rank: int, port: int) -> None:
         check_target_kl(ppo, rank, recorded)
     finally:
         dist.destroy_process_group()
+    return 0
 
 
 def free_port() -> int:

@@ -186,9 +186,14 @@ def test_workers_need_an_on_policy_algorithm(tmp_path):
 
 
 def test_appo_learns_cartpole_on_two_asynchronous_workers(tmp_path, cluster):
-    trainer = preset_run(tmp_path, "appo", "appo", ray_address=cluster, eval_every=0, checkpoint_every=0)
+    # Asynchronous workers make the run depend on timing (which unroll the learner takes first,
+    # how old it is), so the final policy of a loaded machine is not that of an idle one (220 on
+    # a loaded CI machine once, 500 here). As the learning tests do, the run stops at the first
+    # evaluation (every 10k steps, 20 episodes) reaching the preset's 475, within its 100k steps.
+    trainer = preset_run(tmp_path, "appo", "appo", ray_address=cluster, checkpoint_every=0,
+                         stop_when_solved=True, eval_every=10_000, eval_episodes=20)  # fmt: skip
     result = trainer.run(trainer.run_dir)
-    assert result.status == "finished"
+    assert result.status == "solved", result
     rows = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
     lags = [row["workers/policy_lag_max"] for row in rows if "workers/policy_lag_max" in row]
     assert lags and max(lags) >= 1  # the workers did not wait: data from older policies was learned from
