@@ -6,7 +6,7 @@ the registry (envs/registry.py): `register_backend` adds one, `backend_names()` 
 
 from envs.errors import EnvError, EnvFailure, first_line
 from envs.interface import StepInfo, VectorEnvBackend
-from envs.make import make, resolve_env_id
+from envs.make import frame_stack, make, resolve_env_id
 from envs.registry import Backend, backend_names, get_backend, register_backend, unregister_backend
 from envs.spaces import dict_layout, packing, storage_shape, torch_dtype
 from envs.vector import TorchVectorEnv
@@ -22,6 +22,7 @@ __all__ = [
     "dict_layout",
     "packing",
     "first_line",
+    "frame_stack",
     "get_backend",
     "make",
     "register_backend",

@@ -21,6 +21,7 @@ presses FIRE) still ends.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import gymnasium as gym
@@ -30,6 +31,8 @@ FRAME_STACK = 4
 FRAME_SKIP = 4
 EVAL_MAX_FRAMES = 108_000
 """Emulator frames after which an evaluation episode is truncated (see the module docstring)."""
+ATARI_V5_ID = re.compile(r"^ALE/(?P<game>[A-Za-z]+)-v5$")
+ATARI_V4_ID = re.compile(r"^(?P<game>[A-Za-z]+)NoFrameskip-v4$")
 
 
 def is_atari(spec: gym.envs.registration.EnvSpec) -> bool:

@@ -14,18 +14,15 @@ cannot be combined with an immediate reset; episode statistics are true game sco
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.atari import ATARI_V4_ID, ATARI_V5_ID
 from envs.interface import StepInfo
 from envs.spaces import host_tensor, torch_dtype
-
-_ATARI_V5 = re.compile(r"^ALE/(?P<game>[A-Za-z]+)-v5$")
-_ATARI_V4 = re.compile(r"^(?P<game>[A-Za-z]+)NoFrameskip-v4$")
 
 
 def envpool_task(env_id: str) -> tuple[str, dict[str, Any], bool]:
@@ -33,7 +30,7 @@ def envpool_task(env_id: str) -> tuple[str, dict[str, Any], bool]:
     version, and whether it is Atari. KeyError where EnvPool has no such env."""
     import envpool
 
-    for pattern, sticky in ((_ATARI_V5, 0.25), (_ATARI_V4, 0.0)):
+    for pattern, sticky in ((ATARI_V5_ID, 0.25), (ATARI_V4_ID, 0.0)):
         match = pattern.match(env_id)
         if match:
             task = f"{match['game']}-v5"

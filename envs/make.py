@@ -12,7 +12,7 @@ import gymnasium as gym
 import torch
 
 from envs import memory
-from envs.atari import is_atari, make_atari
+from envs.atari import ATARI_V4_ID, ATARI_V5_ID, FRAME_STACK, is_atari, make_atari
 from envs.errors import EnvError, first_line
 from envs.interface import VectorEnvBackend
 from envs.registry import backend_names, get_backend, register_backend
@@ -45,6 +45,18 @@ def resolve_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
         return gym.spec(name)
     except gym.error.Error as exc:
         raise EnvError(f"unknown environment id {env_id!r}: {first_line(exc)}") from None
+
+
+def frame_stack(env_id: str) -> int:
+    """How many frames each observation of `env_id` stacks along its first axis, newest last,
+    under the backends here: `envs.atari.FRAME_STACK` for Atari games (Gymnasium's and EnvPool's
+    ids alike), 0 for other envs."""
+    if ATARI_V5_ID.match(env_id) or ATARI_V4_ID.match(env_id):
+        return FRAME_STACK
+    try:
+        return FRAME_STACK if is_atari(resolve_env_id(env_id)) else 0
+    except EnvError:
+        return 0
 
 
 def make(

@@ -36,6 +36,7 @@ from runners.cliargs import ArgumentParser, add_arguments, apply_namespace, set_
 from runners.config import TrainConfig
 from runners.evaluate import evaluate, evaluation_protocol
 from runners.guard import Diverged
+from runners.off_policy import OffPolicyLoop
 from runners.precision import set_process_options
 from runners.run_dir import CONFIG_FILE, check_run_dir_free, create_run_dir, lock_run_dir, read_status
 from runners.seeding import derive_seeds
@@ -303,6 +304,8 @@ def _train(trainer: Trainer, run_dir: Path, wandb_id: str | None, stop: StopRequ
             f"({cfg.num_envs} envs, {cfg.backend} backend, {trainer.device}{processes}); run dir {run_dir}",
             file=sys.stderr,
         )
+        if isinstance(trainer.loop, OffPolicyLoop):
+            print(f"drl: replay buffer of {trainer.loop.buffer.describe()}", file=sys.stderr)
     resume = f"drl train --resume {run_dir}"
     try:
         result = trainer.run(run_dir, wandb_id=wandb_id, stop=stop)

@@ -31,15 +31,20 @@ def make_buffer(*args: Any, **kwargs: Any) -> ReplayBuffer:
     except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
         reason = first_line(exc)
         raise ConfigError(
-            f"cannot allocate a replay buffer of {args[0]} transitions ({reason}); lower --buffer-size"
+            f"cannot allocate a replay buffer of {args[0]:,} transitions: {reason}; lower --buffer-size"
         ) from None
 
 
 class OffPolicyLoop:
     """Drives an off-policy agent: collection into replay storage on the device, then updates."""
 
-    def __init__(self, env: VectorEnvBackend, agent: OffPolicyAgent, total_steps: int):
+    def __init__(self, env: VectorEnvBackend, agent: OffPolicyAgent, total_steps: int, frame_stack: int = 0):
+        """`frame_stack`: the frames each observation stacks along its first axis, newest last
+        (`envs.frame_stack`; 0: none), which the buffer then stores once each unless the
+        config's share_frames is false."""
         cfg = agent.config
+        if cfg.share_frames and not frame_stack:
+            raise ConfigError("--share-frames needs observations that stack frames (Atari games); this env's do not")
         self.env, self.agent, self.total_steps = env, agent, total_steps
         self.finite = FiniteCheck()  # read by the trainer
         if math.ceil(cfg.buffer_size / env.num_envs) <= cfg.n_step:
@@ -59,6 +64,7 @@ class OffPolicyLoop:
             prioritized=cfg.prioritized,
             alpha=cfg.per_alpha,
             priority_eps=cfg.per_eps,
+            share_frames=bool(frame_stack) and cfg.share_frames is not False,
         )
         self.vector_steps = max(1, math.ceil(cfg.train_every / env.num_envs))
         self.steps_per_iteration = self.vector_steps * env.num_envs

@@ -111,9 +111,6 @@ def crossed(before: int, after: int, every: int) -> bool:
     return every > 0 and after // every > before // every
 
 
-LOOPS = {"on_policy": OnPolicyLoop, "off_policy": OffPolicyLoop}
-
-
 class Trainer:
     """Drives one training run; see the module docstring. The algorithm's kind picks the loop
     that collects and updates (rollouts for on-policy agents, replay for off-policy ones)."""
@@ -152,7 +149,11 @@ class Trainer:
                 )
                 agent_cfg = distributed.shard_config(algo_cfg, train_cfg.num_envs, self.world_size)  # DDP: a rank's
                 self.agent = build_agent(train_cfg, agent_cfg, self.env, self.device, num_envs)
-                self.loop = LOOPS[spec.kind](self.env, self.agent, train_cfg.total_steps)
+                if spec.kind == "off_policy":  # Atari's frame stacks are stored a frame at a time
+                    frames = envs.frame_stack(train_cfg.env_id)
+                    self.loop = OffPolicyLoop(self.env, self.agent, train_cfg.total_steps, frames)
+                else:
+                    self.loop = OnPolicyLoop(self.env, self.agent, train_cfg.total_steps)
                 self.loop.steps_per_iteration *= self.world_size  # DDP: global_step counts every rank's steps
                 self.loop.reset(seed=None)  # the envs' first reset uses seeds.env
             if resume is not None:

@@ -127,7 +127,7 @@ def test_frames_are_stored_as_uint8_in_rollouts_and_replay():
         replay.reset(seed=0)
         for step in range(0, 32, replay.steps_per_iteration):
             metrics = replay.iterate(step)
-        assert replay.buffer.obs.dtype == torch.uint8 and replay.buffer.next_obs.dtype == torch.uint8
+        assert replay.buffer.observations.obs.dtype == torch.uint8
         assert np.isfinite(float(metrics["losses/td_loss"]))
     finally:
         env.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -217,9 +218,23 @@ class FaultyEnv(CartPoleEnv):
         return obs, info
 
 
+class SlowCartPole(CartPoleEnv):
+    """CartPole-v1 whose every step takes at least `step_seconds` (default 0.5 ms): training
+    on it is no faster than that on any machine, for tests that depend on the clock."""
+
+    def __init__(self, step_seconds: float = 0.0005, **kwargs):
+        super().__init__(**kwargs)
+        self.step_seconds = step_seconds
+
+    def step(self, action):
+        time.sleep(self.step_seconds)
+        return super().step(action)
+
+
 gym.register("MultiBinaryAction-v0", entry_point=MultiBinaryActionEnv)
 gym.register("Countdown-v0", entry_point=CountdownEnv, max_episode_steps=100)
 gym.register("FailingStep-v0", entry_point=FailingStepEnv, max_episode_steps=100)
+gym.register("SlowCartPole-v0", entry_point=SlowCartPole, max_episode_steps=500)
 gym.register("Faulty-v0", entry_point=FaultyEnv, max_episode_steps=500, reward_threshold=475.0)
 gym.register("DictTarget-v0", entry_point=DictTargetEnv)
 gym.register("MultiDiscreteTarget-v0", entry_point=MultiDiscreteTargetEnv)
