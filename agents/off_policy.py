@@ -64,7 +64,7 @@ class OffPolicyConfig:
     """Added to |TD error| so that no transition gets priority 0."""
     share_frames: bool | None = None
     """Store each frame of frame-stacked observations once in the replay buffer and rebuild the
-    stacks when sampling (about 1/8 of the memory for Atari's 4 x 84 x 84); none: on for Atari
+    stacks when sampling (about 1/7 of the memory for Atari's 4 x 84 x 84); none: on for Atari
     games, whose observations stack frames."""
     network: NetworkConfig = field(default_factory=off_policy_network)
     """Network architecture."""

@@ -75,6 +75,7 @@ class OffPolicyLoop:
 
     def reset(self, seed: int | None) -> None:
         self.obs, _ = self.env.reset(seed=seed)
+        self.buffer.mark_episode_break()  # the next step of every env begins an episode
 
     def iterate(self, global_step: int) -> dict[str, Any]:
         """Collect steps_per_iteration env steps and train; returns the agent's metrics."""

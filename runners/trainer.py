@@ -65,6 +65,8 @@ def configs_from(config: dict[str, Any]) -> tuple[TrainConfig, Any]:
     train, agent = (
         {key: value for key, value in config[part].items() if key not in RETIRED_OPTIONS} for part in ("train", "agent")
     )
+    if spec.kind == "off_policy":
+        agent.setdefault("share_frames", False)  # runs from before frame sharing stored whole observations
     return from_dict(TrainConfig, train), from_dict(spec.config_cls, agent)
 
 

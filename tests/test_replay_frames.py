@@ -123,7 +123,7 @@ def test_transitions_that_lost_a_frame_are_never_sampled():
     assert lost > 0
 
 
-def test_a_checkpointed_buffer_samples_the_same():
+def test_a_checkpointed_buffer_continues_as_the_plain_one():
     plain, shared = buffers(64, 2, 2)
     stream = StackedStream(2, 0.1, seed=3)
     feed(plain, shared, stream, steps=100, check_every=1000)
@@ -131,18 +131,27 @@ def test_a_checkpointed_buffer_samples_the_same():
     restored.load_state_dict(shared.state_dict())
     draws = [buffer.sample(32, torch.Generator().manual_seed(0)) for buffer in (restored, shared)]
     assert_same(*draws)
+    feed(plain, restored, stream, steps=60, check_every=1)  # heads, owners and starts came back too
     with pytest.raises(ValueError, match="resume with --share-frames"):
         buffers(64, 2, 2)[0].load_state_dict(shared.state_dict())
     with pytest.raises(ValueError, match="resume with --no-share-frames"):
         restored.load_state_dict(plain.state_dict())
 
 
-def test_an_atari_buffer_needs_an_eighth_of_the_memory():
+def test_an_atari_buffer_needs_a_seventh_of_the_memory():
     shape = (4, 84, 84)
     whole = ReplayBuffer.memory_need(1_000_000, 1, shape, torch.uint8, ACTIONS, 1, share_frames=False)
     shared = ReplayBuffer.memory_need(1_000_000, 1, shape, torch.uint8, ACTIONS, 1, share_frames=True)
     assert 56e9 < whole < 57e9  # 2 x 4 x 84 x 84 bytes a transition
     assert 7.9e9 < shared < 8.1e9  # one 84 x 84 frame a transition, and 1/8 more for episode starts
+    # what a small buffer states is what it allocates
+    space = gym.spaces.Box(0, 255, shape, dtype="uint8")
+    for share, prioritized in ((False, False), (False, True), (True, False), (True, True)):
+        buffer = ReplayBuffer(1000, 4, space, ACTIONS, "cpu", torch.uint8, share_frames=share, prioritized=prioritized)
+        tensors = [*vars(buffer).values(), *vars(buffer.observations).values()]
+        tensors = [t for t in tensors if torch.is_tensor(t)] + ([buffer.tree.tree] if buffer.tree else [])
+        allocated = sum(t.numel() * t.element_size() for t in tensors)
+        assert abs(buffer.nbytes - allocated) < 1000, (share, prioritized, buffer.nbytes, allocated)
 
 
 @pytest.mark.parametrize("backend", ["gym", "envpool"])
@@ -204,3 +213,13 @@ def test_drl_states_the_buffers_memory_and_refuses_one_it_cannot_hold(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("drl: error: cannot allocate a replay buffer of 100,000,000 transitions: it needs 7")
     assert last.endswith("GB are free; lower --buffer-size"), last
+
+
+def test_runs_from_before_frame_sharing_resume_with_whole_observations():
+    from runners.config import TrainConfig
+    from runners.trainer import configs_from, run_config
+
+    saved = run_config(TrainConfig(algo="dqn", env_id="ALE/Pong-v5"), DQNConfig())
+    assert configs_from(saved)[1].share_frames is None  # a run of today: shared on Atari
+    del saved["agent"]["share_frames"]
+    assert configs_from(saved)[1].share_frames is False  # its checkpoints hold whole observations
