@@ -47,7 +47,7 @@ class ImageInput(nn.Module):
             x = x.unsqueeze(1)
         elif self.permute:
             x = x.permute(0, 3, 1, 2)
-        return x.float() / 255.0 if obs.dtype == torch.uint8 else x.float()
+        return x.float().mul_(1 / 255) if obs.dtype == torch.uint8 else x.float()  # (a new tensor: in place)
 
 
 def _conv_out_dim(body: nn.Module, chw: tuple[int, int, int]) -> int:
@@ -55,10 +55,70 @@ def _conv_out_dim(body: nn.Module, chw: tuple[int, int, int]) -> int:
         return int(body(torch.zeros(1, *chw)).shape[1])
 
 
-class NatureCNN(nn.Module):
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` computes in bfloat16 in hardware: CUDA GPUs that say so (Ampere and
+    later), CPUs with AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated, and slower than float32."""
+    if device.type == "cuda":
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch before 2.4
+            return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
+
+
+class Encoder(nn.Module):
+    """An `ImageInput`, a conv `body` and a linear `fc`, computed in `precision`: bfloat16 runs
+    body and fc under autocast (mixed precision: weights, gradients and optimiser state stay
+    float32, the features come out float32); auto is bfloat16 where the device has it in hardware
+    (`native_bfloat16`, decided at the first forward), float32 elsewhere. Images and conv weights
+    are laid out channels-last where that is faster (`CHANNELS_LAST`)."""
+
+    input: ImageInput
+    body: nn.Sequential
+    fc: nn.Sequential
+
+    def set_precision(self, precision: str) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        self.precision = precision
+        self.arithmetic: str | None = None  # what auto resolved to
+        self.channels_last = False
+        if precision != "auto":
+            self._use(precision)
+
+    def _use(self, arithmetic: str) -> None:
+        self.arithmetic = arithmetic
+        self.channels_last = CHANNELS_LAST[arithmetic]
+        if self.channels_last:
+            self.body.to(memory_format=torch.channels_last)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.arithmetic is None:
+            self._use("bfloat16" if native_bfloat16(obs.device) else "float32")
+        x = self.input(obs)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.arithmetic == "float32":
+            return self.fc(self.body(x))
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            features = self.fc(self.body(x))
+        return features.float()
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+CHANNELS_LAST = {"float32": True, "bfloat16": False}
+"""Whether images and conv weights are laid out channels-last in each arithmetic: measured on
+the Nature CNN's PPO minibatch update (256 samples, 2 threads, an AVX512-BF16 CPU), float32 took
+158 ms as it was and 99 ms channels-last, bfloat16 66 ms as it was and 76 ms channels-last."""
+
+
+class NatureCNN(Encoder):
     """Conv 32x8x8/4, 64x4x4/2, 64x3x3/1, then Linear(512), all ReLU."""
 
-    def __init__(self, shape: Sequence[int], features: int = 512, ortho_init: bool = True):
+    def __init__(self, shape: Sequence[int], features: int = 512, ortho_init: bool = True, precision: str = "float32"):
         super().__init__()
         self.input = ImageInput(shape)
         channels = self.input.chw[0]
@@ -75,9 +135,7 @@ class NatureCNN(nn.Module):
         self.out_dim = features
         if ortho_init:
             self.apply(orthogonal_init)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(self.input(obs)))
+        self.set_precision(precision)
 
 
 class ResidualBlock(nn.Module):
@@ -90,12 +148,17 @@ class ResidualBlock(nn.Module):
         return x + self.conv1(torch.relu(self.conv0(torch.relu(x))))
 
 
-class ImpalaCNN(nn.Module):
+class ImpalaCNN(Encoder):
     """Stages of (conv 3x3, max-pool 3x3/2, two residual blocks) with 16, 32, 32 channels,
     then ReLU and Linear(256) with ReLU."""
 
     def __init__(
-        self, shape: Sequence[int], channels: Sequence[int] = (16, 32, 32), features: int = 256, ortho_init: bool = True
+        self,
+        shape: Sequence[int],
+        channels: Sequence[int] = (16, 32, 32),
+        features: int = 256,
+        ortho_init: bool = True,
+        precision: str = "float32",
     ):
         super().__init__()
         self.input = ImageInput(shape)
@@ -115,9 +178,7 @@ class ImpalaCNN(nn.Module):
         self.out_dim = features
         if ortho_init:
             self.apply(lambda m: orthogonal_init(m, HIDDEN_GAIN))
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(self.input(obs)))
+        self.set_precision(precision)
 
 
-CNNS: dict[str, type[nn.Module]] = {"nature-cnn": NatureCNN, "impala-cnn": ImpalaCNN}
+CNNS: dict[str, type[Encoder]] = {"nature-cnn": NatureCNN, "impala-cnn": ImpalaCNN}

@@ -12,7 +12,7 @@ import envs
 from agents.on_policy import OnPolicyBase
 from envs.spaces import pack_obs, storage_shape, torch_dtype
 from networks.builder import NetworkConfig, UnsupportedSpaceError, build_actor_critic, build_encoder, build_q_network
-from networks.cnn import ImpalaCNN, NatureCNN
+from networks.cnn import CHANNELS_LAST, ImpalaCNN, NatureCNN, native_bfloat16
 from networks.heads import MultiCategoricalHead
 from networks.recurrent import RecurrentCore
 
@@ -61,6 +61,34 @@ def test_cnn_scales_uint8_images_and_reads_channels_last():
     assert torch.allclose(first(images.permute(0, 2, 3, 1)), second(images), atol=1e-6)
     # uint8 is divided by 255 on the device: the same as feeding the scaled floats
     assert torch.allclose(second(images), second(images.float() / 255.0), atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [NatureCNN, ImpalaCNN])
+def test_cnn_precisions_give_the_float32_features(cls):
+    # channels-last float32 is float32 arithmetic in another order; bfloat16 autocast keeps
+    # about three significant digits of features and gradients, and float32 weights
+    torch.manual_seed(0)
+    reference = cls(ATARI.shape)
+    layout = torch.channels_last if CHANNELS_LAST["float32"] else torch.contiguous_format
+    assert reference.body[0].weight.is_contiguous(memory_format=layout)
+    images = atari_batch(16)
+    want = reference(images)
+    want.square().mean().backward()
+    for precision in ("bfloat16", "auto"):
+        net = cls(ATARI.shape, precision=precision)
+        net.load_state_dict(reference.state_dict())
+        got = net(images)
+        assert got.dtype == torch.float32 and all(p.dtype == torch.float32 for p in net.parameters())
+        assert net.arithmetic == (
+            "bfloat16" if precision == "bfloat16" or native_bfloat16(images.device) else "float32"
+        )
+        torch.testing.assert_close(got, want, rtol=0.05, atol=0.02 * float(want.abs().max()))
+        got.square().mean().backward()
+        for a, b in zip(net.parameters(), reference.parameters(), strict=True):
+            cosine = torch.nn.functional.cosine_similarity(a.grad.flatten(), b.grad.flatten(), dim=0)
+            assert cosine > 0.99, (precision, float(cosine))
+    with pytest.raises(ValueError, match="precision must be one of"):
+        cls(ATARI.shape, precision="float16")
 
 
 def test_builder_picks_a_cnn_for_images_and_honours_the_choice():
