@@ -36,9 +36,16 @@ def train(run_dir: Path, *extra: str, env_id: str = "CartPole-v1", fault: dict |
     )  # fmt: skip
 
 
-def start(run_dir: Path, *extra: str, steps: int = STEPS, env: dict | None = None, session: bool = False):
+def start(
+    run_dir: Path,
+    *extra: str,
+    steps: int = STEPS,
+    env: dict | None = None,
+    session: bool = False,
+    env_id: str = "CartPole-v1",
+):
     drl = shutil.which("drl")
-    command = [drl, "train", "ppo", "CartPole-v1", "--total-steps", str(steps), "--run-dir", str(run_dir), *RUN]
+    command = [drl, "train", "ppo", env_id, "--total-steps", str(steps), "--run-dir", str(run_dir), *RUN]
     return subprocess.Popen(
         [*command, *extra],
         cwd=run_dir.parent,
@@ -118,6 +125,56 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_metrics(
     assert read_metrics(run_dir) == uninterrupted
     assert not list((run_dir / "checkpoints").glob(".step_*"))  # the killed write's partial file is gone
     assert len(list_checkpoints(run_dir)) <= 3 + 1  # --keep-checkpoints 3, plus the best evaluation's
+
+
+def test_sigkill_in_the_middle_of_a_checkpoint_write_keeps_the_previous_one(tmp_path):
+    """A checkpoint large enough to be caught being written (a DQN with its Atari replay buffer
+    of 20k transitions, about 160 MB), killed while the second is written: the first loads, and
+    --resume continues from it and removes the dead writer's partial file."""
+    run_dir = tmp_path / "run"
+    drl = shutil.which("drl")
+    command = [drl, "train", "dqn", "ALE/Pong-v5", "--num-envs", "1", "--buffer-size", "20000", "--save-buffer",
+               "--learning-starts", "100000", "--total-steps", "100000", "--checkpoint-every", "400",
+               "--eval-every", "0", "--eval-episodes", "1", "--no-progress", "--run-dir", str(run_dir)]  # fmt: skip
+    process = subprocess.Popen(command, cwd=tmp_path, env=drl_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    checkpoints = run_dir / "checkpoints"
+    try:
+        assert wait_for(lambda: len(list_checkpoints(run_dir)) == 1), "no first checkpoint"
+        caught = wait_for(lambda: any(checkpoints.glob(".step_*")), timeout=60, interval=0.0002)
+        process.kill()
+    finally:
+        process.kill()
+        process.communicate()
+    assert caught, "no second checkpoint write was seen"
+    (partial,) = checkpoints.glob(".step_*")
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step_000000000400.pt"]
+    assert load_checkpoint(run_dir)["global_step"] == 400
+    result = resume(run_dir, "--total-steps", "800")
+    assert result.returncode == 0, result.stderr
+    assert "from step 400" in result.stderr
+    assert not partial.exists()
+    assert load_checkpoint(run_dir)["global_step"] == 800
+
+
+def test_sigterm_while_the_envs_are_made_ends_the_run_at_once(tmp_path):
+    """An env that takes a minute to make: SIGTERM then ends the command within seconds, exit
+    130, one line, nothing written."""
+    making = tmp_path / "making"
+    command = [shutil.which("drl"), "train", "ppo", "toy_envs:SlowToMake-v0", "--num-envs", "1", "--run-dir", "R"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env={**drl_env(), "DRL_MAKING": str(making)}, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert wait_for(making.exists, timeout=60), "the env was never made"
+        process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        _, stderr = process.communicate(timeout=30)
+        assert time.monotonic() - sent < 10
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "drl: SIGTERM: stopped before training began; nothing was written"
+    assert not (tmp_path / "R").exists()
 
 
 def test_one_writer_per_run_directory_and_a_killed_one_leaves_no_lock(tmp_path):
@@ -285,10 +342,12 @@ def test_ctrl_c_at_a_terminal_reaches_async_env_workers_too_and_the_run_still_ch
 
 
 def test_a_second_signal_aborts_at_once_with_one_line(tmp_path):
-    """Long iterations (8,192 env steps each): the first SIGINT waits for the iteration, the
-    second aborts there: exit 130, one line, no traceback, the earlier checkpoint whole."""
+    """Long iterations (8,192 steps of an env that sleeps 0.5 ms a step: 4 s or more each, on
+    any machine): the first SIGINT waits for the iteration, the second aborts there: exit 130,
+    one line, no traceback, the earlier checkpoint whole."""
     run_dir = tmp_path / "run"
-    process = start(run_dir, "--n-steps", "2048", "--checkpoint-every", "1", steps=10 * 8192)
+    slow = "toy_envs:SlowCartPole-v0"
+    process = start(run_dir, "--n-steps", "2048", "--checkpoint-every", "1", steps=10 * 8192, env_id=slow)
     try:
         assert wait_for(lambda: list_checkpoints(run_dir), timeout=180)
         time.sleep(0.5)

@@ -231,10 +231,22 @@ class SlowCartPole(CartPoleEnv):
         return super().step(action)
 
 
+class SlowToMake(CartPoleEnv):
+    """CartPole-v1 whose construction takes 60 s, after touching the file that the environment
+    variable DRL_MAKING names (so a test knows the env is being made)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if os.environ.get("DRL_MAKING"):
+            open(os.environ["DRL_MAKING"], "w").close()
+        time.sleep(60)
+
+
 gym.register("MultiBinaryAction-v0", entry_point=MultiBinaryActionEnv)
 gym.register("Countdown-v0", entry_point=CountdownEnv, max_episode_steps=100)
 gym.register("FailingStep-v0", entry_point=FailingStepEnv, max_episode_steps=100)
 gym.register("SlowCartPole-v0", entry_point=SlowCartPole, max_episode_steps=500)
+gym.register("SlowToMake-v0", entry_point=SlowToMake)
 gym.register("Faulty-v0", entry_point=FaultyEnv, max_episode_steps=500, reward_threshold=475.0)
 gym.register("DictTarget-v0", entry_point=DictTargetEnv)
 gym.register("MultiDiscreteTarget-v0", entry_point=MultiDiscreteTargetEnv)
