@@ -46,13 +46,17 @@ class SumTree:
 
     def __init__(self, size: int, device: torch.device):
         self.size = size
-        self.depth = max(1, math.ceil(math.log2(size)))
+        self.depth = self.levels(size)
         self.first_leaf = 1 << self.depth
         self.tree = torch.zeros(2 * self.first_leaf, dtype=torch.float64, device=device)
 
     @staticmethod
+    def levels(size: int) -> int:
+        return max(1, math.ceil(math.log2(size)))
+
+    @staticmethod
     def nbytes(size: int) -> int:
-        return 2 * (1 << max(1, math.ceil(math.log2(size)))) * 8
+        return 2 * (1 << SumTree.levels(size)) * 8  # float64 nodes
 
     @property
     def total(self) -> torch.Tensor:
@@ -194,7 +198,8 @@ class SharedFrames:
         # positions head .. head + m - 1 are overwritten (m = k + 1 where an episode begins,
         # else 1); they held head - length + j, frames of the transitions whose newest
         # position is in head - length + [0, m - 1 + k]
-        count = 1 + k * starts.long()
+        first = k * starts.long()  # where an episode begins, its obs's k frames come first
+        count = 1 + first
         old = head.unsqueeze(1) - length + self._reach
         rows = self.owner.gather(1, old.remainder(length))
         live = (self._reach < (count + k).unsqueeze(1)) & (old >= 0) & (rows >= 0)
@@ -206,10 +211,11 @@ class SharedFrames:
         at = torch.where(starts.unsqueeze(1), (head.unsqueeze(1) + self._stack).remainder(length), spare)
         obs, next_obs = obs.to(frames.dtype), next_obs.to(frames.dtype)
         frames.index_copy_(0, (self._base.unsqueeze(1) + at).view(-1), obs.reshape(-1, *obs.shape[2:]))
-        newest = head + k * starts.long()
-        frames.index_copy_(0, self._base + newest.remainder(length), next_obs[:, -1])
+        newest = head + first
+        at_newest = newest.remainder(length)
+        frames.index_copy_(0, self._base + at_newest, next_obs[:, -1])
         self.newest[row] = newest
-        self.owner[env, newest.remainder(length)] = row
+        self.owner[env, at_newest] = row
         self.head = newest + 1
         self.starts = ended.clone()
         return lost
