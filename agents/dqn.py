@@ -25,6 +25,7 @@ from torch import nn
 import envs
 from agents.batch import Metrics, Progress, Transitions
 from agents.config import require, require_fraction, require_positive
+from agents.deploy import GreedyQPolicy
 from agents.off_policy import OffPolicyBase, OffPolicyConfig
 from agents.optim import adam, compiled, descend, polyak_update, target_copy
 from networks import NetworkConfig
@@ -129,6 +130,9 @@ class DQN(OffPolicyBase):
         if deterministic:
             return self.q_net(obs).argmax(dim=-1)
         return self._epsilon_greedy(obs, self.config.exploration_final_eps, generator or self.generator)
+
+    def deterministic_policy(self) -> nn.Module:
+        return GreedyQPolicy(self.q_net)
 
     def _sync_target(self, env_steps: int) -> None:
         """Bring the target network up to date: one update per target_update_interval env steps."""

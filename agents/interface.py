@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
 from agents.batch import Metrics, Progress, Rollout, Transitions
 from networks.actor_critic import PolicyOutput
@@ -42,6 +43,12 @@ class Agent(Protocol):
         self, obs: torch.Tensor, deterministic: bool = True, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Actions [N, ...] for raw observations [N, ...], as the env takes them (evaluation)."""
+        ...
+
+    def deterministic_policy(self) -> nn.Module:
+        """`predict(obs, deterministic=True)` as a module sharing the agent's weights: raw
+        observations [B, ...] -> actions [B, ...] (recurrent: (obs, state) -> (actions, state));
+        `drl export` traces it (agents/deploy.py)."""
         ...
 
     def state_dict(self) -> dict[str, Any]:

@@ -137,6 +137,10 @@ class OffPolicyBase:
         """Actions for raw observations [N, ...] (evaluation)."""
         raise NotImplementedError
 
+    def deterministic_policy(self) -> nn.Module:
+        """The policy of `predict(obs, deterministic=True)` as a module (agents/deploy.py)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------ learning
     def update(self, batch: Transitions, progress: Progress) -> tuple[Metrics, torch.Tensor]:
         """One gradient step on a sampled minibatch: metrics (floats or 0-d device tensors) and

@@ -23,11 +23,13 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import torch
+from torch import nn
 
 import envs
 from agents.advantages import compute_gae
 from agents.batch import Metrics, Progress, Rollout
 from agents.config import ConfigError, require, require_fraction, require_non_negative, require_positive
+from agents.deploy import ActorCriticPolicy, RecurrentActorCriticPolicy
 from agents.normalize import ObservationNormalizer, RewardScaler
 from agents.schedules import Schedule
 from networks import NetworkConfig, build_actor_critic
@@ -183,6 +185,12 @@ class OnPolicyBase:
         """Actions [N, ...] for raw observations [N, ...] (evaluation of feed-forward policies;
         recurrent ones evaluate through `act`, which carries their state)."""
         return self.act(obs, deterministic, generator).action
+
+    def deterministic_policy(self) -> nn.Module:
+        """The policy of `predict(obs, deterministic=True)` as a module (agents/deploy.py); a
+        recurrent one takes and returns the state."""
+        cls = RecurrentActorCriticPolicy if self.recurrent else ActorCriticPolicy
+        return cls(self.net, self.obs_normalizer)
 
     @torch.no_grad()
     def value(

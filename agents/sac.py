@@ -27,6 +27,7 @@ from torch import nn
 
 from agents.batch import Metrics, Progress, Transitions
 from agents.config import require
+from agents.deploy import RescaledActorPolicy
 from agents.off_policy import OffPolicyBase, OffPolicyConfig
 from agents.optim import adam, compiled, descend, detached_call, polyak_update, target_copy
 from networks.builder import build_actor, build_critic
@@ -105,6 +106,9 @@ class SAC(OffPolicyBase):
         if deterministic:
             return self.to_env(self.actor.mode(obs))
         return self.to_env(self.actor.sample_action(obs, generator or self.generator))
+
+    def deterministic_policy(self) -> nn.Module:
+        return RescaledActorPolicy(self.actor, self.low, self.high)
 
     def update(self, batch: Transitions, progress: Progress) -> tuple[Metrics, torch.Tensor]:
         B, A = batch.rewards.shape[0], self.actor.head.action_dim

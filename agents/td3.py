@@ -22,6 +22,7 @@ from torch import nn
 
 from agents.batch import Metrics, Progress, Transitions
 from agents.config import require_non_negative, require_positive
+from agents.deploy import RescaledActorPolicy
 from agents.off_policy import OffPolicyBase, OffPolicyConfig
 from agents.optim import adam, compiled, descend, detached_call, polyak_update, target_copy
 from networks import NetworkConfig
@@ -132,6 +133,9 @@ class TD3(OffPolicyBase):
         if not deterministic and self.config.exploration_noise > 0:
             action = self._noisy(action, generator or self.generator)
         return self.to_env(action)
+
+    def deterministic_policy(self) -> nn.Module:
+        return RescaledActorPolicy(self.actor, self.low, self.high)
 
     def update(self, batch: Transitions, progress: Progress) -> tuple[Metrics, torch.Tensor]:
         cfg = self.config

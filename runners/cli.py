@@ -6,6 +6,9 @@
     drl runs [DIR ...] [--json]
     drl plot RUN_DIR ... [--x steps|time] [--metric KEY] [--out FILE.png|.svg]
     drl dashboard [DIR] [--port P]
+    drl export RUN_DIR [--format onnx|torchscript] [--out FILE]
+    drl tune ALGO ENV_ID --trials N [--jobs J] [--storage sqlite:///FILE] [--timeout S]
+    drl compare ALGO ENV_ID [--seeds S ...] [--steps N]
 
 Mistakes in the input (an unknown algorithm or env, a value that cannot work, a missing
 or corrupt checkpoint) end with one line on stderr naming the problem and exit code 2.
@@ -41,7 +44,7 @@ from runners.precision import set_process_options
 from runners.run_dir import CONFIG_FILE, check_run_dir_free, create_run_dir, lock_run_dir, read_status
 from runners.seeding import derive_seeds
 from runners.signals import Aborted, Interrupted, StopRequest
-from runners.trainer import Trainer, build_agent, configs_from
+from runners.trainer import Trainer, configs_from, load_trained
 
 USER_ERRORS = (ConfigError, envs.EnvError, CheckpointError)
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
@@ -64,6 +67,9 @@ commands:
   runs [DIR ...]                a table of the runs under DIR (default: runs)
   plot RUN_DIR ...              learning curves: mean and 95% bootstrap band across seeds
   dashboard [DIR]               TensorBoard on the runs under DIR (default: runs)
+  export RUN_DIR                the deterministic policy as one ONNX (or TorchScript) file
+  tune ALGO ENV_ID --trials N   search hyperparameters with Optuna; the best become a preset
+  compare ALGO ENV_ID           train with drl and with Stable-Baselines3 side by side
 
 algorithms:
 {_algorithms()}
@@ -87,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs": cmd_runs,
         "plot": cmd_plot,
         "dashboard": cmd_dashboard,
+        "export": cmd_export,
+        "tune": cmd_tune,
+        "compare": cmd_compare,
     }
     command = commands.get(argv[0])
     if command is None:
@@ -385,25 +394,26 @@ def cmd_eval(args: list[str]) -> int:
         metavar="FILE.mp4",
         help="record the first episode of eval env 0 as an MP4 (default file: RUN_DIR/videos/eval_step_N.mp4)",
     )
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="play this file written by `drl export` (.onnx through onnxruntime, else TorchScript) instead of "
+        "the checkpoint's agent, on the run's env (deterministic)",
+    )
     namespace = parser.parse_args(args)
     if namespace.video and not namespace.video.endswith(".mp4"):
         raise ConfigError(f"--video {namespace.video} must end in .mp4")
 
-    payload = load_checkpoint(namespace.path)
-    try:
-        train_cfg, algo_cfg = configs_from(payload["config"])
-        train_cfg.device = namespace.device
-        train_cfg.validate()
-        device = train_cfg.torch_device()
-        probe = envs.make(train_cfg.env_id, 1, "gym", device=device, training=False)
-        try:
-            agent = build_agent(train_cfg, algo_cfg, probe, device)
-        finally:
-            probe.close()
-        agent.load_state_dict(payload["agent"])
-    except (KeyError, RuntimeError, TypeError) as exc:
-        reason = " ".join(str(exc).split())[:200]
-        raise CheckpointError(f"checkpoint {payload['path']} does not fit its config ({reason})") from None
+    trained = load_trained(namespace.path, namespace.device)
+    payload, train_cfg, agent = trained.payload, trained.train_cfg, trained.agent
+    if namespace.policy is not None:  # an exported file plays instead of the checkpoint's agent
+        from runners.export import ExportedPolicy
+
+        if namespace.deterministic is False:
+            raise ConfigError("--policy plays an exported file, which is the deterministic policy; drop --stochastic")
+        agent = ExportedPolicy(namespace.policy, trained.observation_space, trained.action_space)
 
     seed = derive_seeds(train_cfg.seed).eval if namespace.seed is None else namespace.seed
     deterministic, epsilon = evaluation_protocol(
@@ -412,13 +422,11 @@ def cmd_eval(args: list[str]) -> int:
         train_cfg.eval_deterministic if namespace.deterministic is None else namespace.deterministic,
         train_cfg.eval_epsilon if namespace.epsilon is None else namespace.epsilon,
     )
+    deterministic = deterministic or namespace.policy is not None
     video = None
     if namespace.video is not None:
-        checkpoint = Path(payload["path"])
-        run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-        video = (
-            Path(namespace.video) if namespace.video else run_dir / "videos" / f"eval_step_{payload['global_step']}.mp4"
-        )
+        default = trained.run_dir / "videos" / f"eval_step_{payload['global_step']}.mp4"
+        video = Path(namespace.video) if namespace.video else default
     episodes, num_envs = namespace.episodes, namespace.num_envs
     result = evaluate(agent, train_cfg.env_id, episodes, seed, deterministic, num_envs, video=video, epsilon=epsilon)
     report = {
@@ -436,6 +444,8 @@ def cmd_eval(args: list[str]) -> int:
         "truncated_episodes": result.truncated,
         "seed": seed,
     }
+    if namespace.policy is not None:
+        report["policy"] = str(namespace.policy)
     if video is not None:
         report["video"] = str(video)
     if namespace.json:
@@ -446,6 +456,7 @@ def cmd_eval(args: list[str]) -> int:
             f"{result.mean_return:.2f} +- {result.std_return:.2f} over {len(result.returns)} episodes "
             f"({'deterministic' if deterministic else 'stochastic'} policy"
             + (f", epsilon {epsilon:g}" if epsilon else "")
+            + (f", exported file {namespace.policy}" if namespace.policy is not None else "")
             + f", seed {seed})"
             + f"; {result.truncated} truncated by the time limit"
             + (f"; video {video}" if video is not None else "")
@@ -527,6 +538,24 @@ def cmd_dashboard(args: list[str]) -> int:
     command += ["--logdir", str(namespace.dir), "--port", str(namespace.port), "--host", namespace.host]
     print(f"drl: TensorBoard on {namespace.dir} at http://{namespace.host}:{namespace.port}/", flush=True)
     os.execv(command[0], command)  # this process becomes TensorBoard: signals reach it directly
+
+
+def cmd_export(args: list[str]) -> int:
+    from runners.export import cmd_export as run
+
+    return run(args)
+
+
+def cmd_tune(args: list[str]) -> int:
+    from runners.tune import cmd_tune as run
+
+    return run(args)
+
+
+def cmd_compare(args: list[str]) -> int:
+    from runners.compare import cmd_compare as run
+
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -82,6 +83,13 @@ class TrainConfig:
     keep_checkpoints: int = 3
     """Checkpoints kept: the newest this many, plus the one of the best evaluation; older ones
     are deleted once a new one is safely on disk (0: keep all)."""
+    on_nan: Literal["stop", "skip"] = "stop"
+    """What a NaN or infinity in an update's losses or the parameters after it does: stop (the
+    run ends as diverged; its last checkpoint predates the update), or skip (the agent's weights,
+    optimiser state and normaliser statistics are put back as they were before the update, its
+    data dropped, and training goes on; 10 skipped updates in a row end the run as diverged).
+    skip copies the agent's state before every update. Non-finite observations or rewards come
+    from the env and stop the run either way."""
     save_buffer: bool = False
     """Include the replay buffer in checkpoints (off-policy agents), so that a resumed run
     continues with the same data."""

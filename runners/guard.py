@@ -47,6 +47,39 @@ class FiniteCheck:
         return next((name for name, bad in zip(names, flags, strict=True) if bad), None)
 
 
+class UpdateSnapshot:
+    """The agent's tensors before an update (weights, target networks, optimiser state,
+    normaliser statistics: every tensor of its state_dict), to put back in place when the
+    update went non-finite (`--on-nan skip`). Counters kept as Python numbers run on."""
+
+    def __init__(self, agent: Any):
+        self.agent = agent
+        self.tensors: list[torch.Tensor] = []
+        self.copies: list[torch.Tensor] = []
+
+    def take(self) -> None:
+        # (taken afresh each time: optimisers create their state at their first step)
+        self.tensors = [t for t in _tensors(self.agent.state_dict()) if t.is_floating_point() or t.dtype == torch.int64]
+        self.copies = [t.detach().clone() for t in self.tensors]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for tensor, copy in zip(self.tensors, self.copies, strict=True):
+            tensor.copy_(copy)
+
+
+def _tensors(state: Any) -> list[torch.Tensor]:
+    """The tensors of a nested state dict, in order (module state_dicts and optimiser states
+    hold the live tensors, so writing into these writes into the agent)."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for value in state.values() for t in _tensors(value)]
+    if isinstance(state, (list, tuple)):
+        return [t for value in state for t in _tensors(value)]
+    return []
+
+
 def agent_parameters(agent: Any) -> list[torch.Tensor]:
     """The trainable tensors of an agent: those of its modules, and its own learnable tensors
     (SAC's log alpha); found among its attributes."""

@@ -28,7 +28,7 @@ from runners import distributed
 from runners.cliargs import from_dict, to_dict, warn
 from runners.config import TrainConfig
 from runners.evaluate import EvalResult, evaluate, evaluation_protocol
-from runners.guard import Diverged, FiniteCheck, agent_parameters
+from runners.guard import Diverged, FiniteCheck, UpdateSnapshot, agent_parameters
 from runners.loggers import JsonlSink, MetricLogger, TensorBoardSink, WandbSink
 from runners.off_policy import OffPolicyLoop
 from runners.progress import ProgressBar
@@ -53,6 +53,9 @@ def run_config(train_cfg: TrainConfig, algo_cfg: Any) -> dict[str, Any]:
     """The resolved config as written to config.yaml and into every checkpoint."""
     return {"algo": train_cfg.algo, "env_id": train_cfg.env_id, "train": to_dict(train_cfg), "agent": to_dict(algo_cfg)}
 
+
+MAX_SKIPPED_IN_ROW = 10
+"""--on-nan skip: this many non-finite updates in a row end the run as diverged all the same."""
 
 RETIRED_OPTIONS = {"keep_freed_memory", "fused_update", "update_dtype", "compile_update"}
 """Options that runs saved by earlier versions may hold and this one no longer has (the
@@ -101,6 +104,43 @@ def build_agent(
     )
 
 
+class Trained(NamedTuple):
+    """A checkpoint's agent, ready to act (`load_trained`)."""
+
+    payload: dict[str, Any]
+    train_cfg: TrainConfig
+    agent: Agent
+    observation_space: gym.Space
+    action_space: gym.Space
+
+    @property
+    def run_dir(self) -> Path:
+        checkpoint = Path(self.payload["path"])
+        return checkpoint.parent.parent if checkpoint.parent.name == ckpt.CHECKPOINT_DIR else checkpoint.parent
+
+
+def load_trained(path: str | Path, device: str = "auto") -> Trained:
+    """The agent of a checkpoint (or a run directory's newest) on `device`, with its env's
+    spaces; a CheckpointError when the checkpoint does not fit its own config."""
+    payload = ckpt.load_checkpoint(path)
+    try:
+        train_cfg, algo_cfg = configs_from(payload["config"])
+        train_cfg.device = device
+        train_cfg.validate()
+        torch_device = train_cfg.torch_device()
+        probe = envs.make(train_cfg.env_id, 1, "gym", device=torch_device, training=False)
+        try:
+            spaces = Spaces(probe.single_observation_space, probe.single_action_space)
+            agent = build_agent(train_cfg, algo_cfg, spaces, torch_device)
+        finally:
+            probe.close()
+        agent.load_state_dict(payload["agent"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise ckpt.CheckpointError(f"checkpoint {payload['path']} does not fit its config ({reason})") from None
+    return Trained(payload, train_cfg, agent, *spaces)
+
+
 def host_values(metrics: dict[str, float | torch.Tensor]) -> dict[str, float]:
     """The metrics as Python floats, device tensors read in one transfer."""
     tensors = [v.detach().reshape(()).double() for v in metrics.values() if torch.is_tensor(v)]
@@ -135,6 +175,8 @@ class Trainer:
         self.global_step = 0
         self.elapsed = 0.0  # wall seconds of earlier sessions of this run
         self.eval_seconds = 0.0
+        self.skipped_updates = 0  # --on-nan skip: updates undone, over the whole run
+        self.skipped_in_row = 0
         self.resumed_from: int | None = None
         self.solved: tuple[int, float] | None = None
         self.best: dict[str, Any] | None = None  # the best evaluation's step and mean return (its checkpoint is kept)
@@ -233,6 +275,7 @@ class Trainer:
         status, final_eval, path = "finished", None, None
         finite = getattr(self.loop, "finite", None)
         parameters = agent_parameters(self.agent)
+        snapshot = UpdateSnapshot(self.agent) if cfg.on_nan == "skip" and finite is not None else None
         # off-policy iterations on a GPU are single env steps: read the flags at logs and checkpoints only
         check_every_iteration = not (self.device.type == "cuda" and isinstance(self.loop, OffPolicyLoop))
         try:
@@ -245,6 +288,8 @@ class Trainer:
             last_save, checked_step = time.monotonic(), self.global_step
             while self.global_step < cfg.total_steps:
                 before = self.global_step
+                if snapshot is not None:
+                    snapshot.take()
                 try:
                     metrics = self.loop.iterate(before)
                 except envs.EnvFailure as exc:
@@ -261,9 +306,13 @@ class Trainer:
                 if finite is not None:
                     losses = [v for k, v in metrics.items() if k.endswith("loss") and torch.is_tensor(v)]
                     finite.watch_sum("losses", losses)
-                    if check_every_iteration or logging or saving or stop.requested:
+                    if snapshot is not None or check_every_iteration or logging or saving or stop.requested:
                         finite.watch_sum("parameters", parameters)  # (state: its value now is what counts)
-                        checked_step = self._check_finite(finite, checked_step)
+                        checked_step, skipped = self._check_finite(finite, checked_step, snapshot)
+                        if skipped:  # the update was undone: its losses are not the agent's
+                            metrics = {k: v for k, v in metrics.items() if not k.startswith("losses/")}
+                    if snapshot is not None:
+                        metrics["charts/skipped_updates"] = float(self.skipped_updates)
 
                 if cfg.eval_episodes and (last or crossed(before, self.global_step, cfg.eval_every)):
                     if self.is_main:  # DDP: rank 0 alone evaluates, and tells the others if solved
@@ -331,16 +380,30 @@ class Trainer:
             update_status(run_dir, status=status, global_step=self.global_step, seconds=round(seconds, 3))
         return TrainResult(status, self.global_step, seconds, final_eval, path, self.solved)
 
-    def _check_finite(self, finite: FiniteCheck, checked_step: int) -> int:
+    def _check_finite(
+        self, finite: FiniteCheck, checked_step: int, snapshot: UpdateSnapshot | None = None
+    ) -> tuple[int, bool]:
         """Raise Diverged, naming what went non-finite, if anything did since `checked_step`
-        (the step of the last check); returns the step checked."""
+        (the step of the last check). With a `snapshot` (--on-nan skip, checked after every
+        update), a non-finite loss or parameter puts the agent back as it was before the update
+        instead, until MAX_SKIPPED_IN_ROW updates in a row went so. Returns the step checked
+        and whether the update was undone."""
         bad = finite.first_bad()
-        if bad is not None:
-            raise Diverged(
-                f"non-finite {bad} (NaN or infinity) between step {checked_step} and step {self.global_step}; "
-                "training stopped, its last checkpoint is one written before"
-            )
-        return self.global_step
+        if bad is None:
+            self.skipped_in_row = 0
+            return self.global_step, False
+        where = f"between step {checked_step} and step {self.global_step}"
+        if snapshot is not None and bad in ("losses", "parameters"):
+            snapshot.restore()
+            self.skipped_updates += 1
+            self.skipped_in_row += 1
+            if self.skipped_in_row < MAX_SKIPPED_IN_ROW:
+                warn(f"non-finite {bad} (NaN or infinity) {where}; the update was undone (--on-nan skip)")
+                return self.global_step, True
+            where = f"in {MAX_SKIPPED_IN_ROW} updates in a row up to step {self.global_step} (--on-nan skip)"
+        raise Diverged(
+            f"non-finite {bad} (NaN or infinity) {where}; training stopped, its last checkpoint is one written before"
+        )
 
     def _is_best(self, result: EvalResult) -> bool:
         """Whether `result` is the run's best evaluation so far (its checkpoint is then kept)."""
@@ -429,6 +492,7 @@ class Trainer:
             "global_step": self.global_step,
             "elapsed": self.elapsed + session_seconds,
             "eval_seconds": self.eval_seconds,
+            "skipped_updates": self.skipped_updates,
             "solved": self.solved,
             "agent": self.agent.state_dict(),
             "loop": self.loop.state_dict(with_buffer=self.cfg.save_buffer),
@@ -459,6 +523,7 @@ class Trainer:
         self.global_step = self.resumed_from = int(payload["global_step"])
         self.elapsed = float(payload["elapsed"])
         self.eval_seconds = float(payload["eval_seconds"])
+        self.skipped_updates = int(payload.get("skipped_updates", 0))  # (absent before --on-nan skip)
         self.solved = None if payload["solved"] is None else tuple(payload["solved"])
         torch.set_rng_state(payload["torch_rng"])
         had_buffer = payload["loop"] is not None and self.loop.load_state_dict(payload["loop"])

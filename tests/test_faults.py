@@ -7,6 +7,7 @@ loads and that `--resume` continues."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import resource
@@ -324,6 +325,29 @@ def test_sigterm_during_an_evaluation_is_honoured_within_seconds(tmp_path):
     assert resume(run_dir).returncode == 0
 
 
+def test_sigterm_while_a_video_is_recorded_is_honoured_within_seconds(tmp_path):
+    """The video at the last step renders a frame every 0.5 s: SIGTERM ends the recording at
+    once, the checkpoint of the last iteration is written, and no half video is left."""
+    run_dir, rendering = tmp_path / "run", tmp_path / "rendering"
+    video = ["--eval-video-every", "1024", "--eval-episodes", "0"]
+    process = start(run_dir, *video, steps=1024, env_id="toy_envs:SlowRender-v0", env={"DRL_RENDERING": str(rendering)})
+    try:
+        assert wait_for(rendering.exists)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        waited = time.monotonic() - sent
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert waited < 10, waited
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("drl: stopped at step 1024; checkpoint "), stderr
+    assert status(run_dir) == "interrupted"
+    assert assert_loads(run_dir)["global_step"] == 1024
+    assert not list(run_dir.glob("videos/*.mp4"))
+
+
 def test_ctrl_c_at_a_terminal_reaches_async_env_workers_too_and_the_run_still_checkpoints(tmp_path):
     """SIGINT to the whole process group (what Ctrl-C does): the async backend's workers ignore
     it and keep stepping until the trainer has finished its iteration and written a checkpoint."""
@@ -403,6 +427,30 @@ def test_nan_in_observations_and_rewards_stops_the_run_as_diverged(tmp_path):
     assert "Traceback" not in result.stderr
     assert status(run_dir) == "diverged"
     assert assert_loads(run_dir)["global_step"] == 512  # written before the NaN
+
+
+def test_a_non_finite_loss_stops_the_run_or_with_on_nan_skip_is_undone(tmp_path):
+    """A reward of 3e38 is finite, but its squared error in the value loss is not: the update's
+    loss goes non-finite. By default the run stops as diverged; with --on-nan skip the update is
+    undone (weights and optimiser state as before it), training goes on and finishes."""
+    huge = {"DRL_FAULT": "huge", "DRL_FAULT_STEP": "150"}  # in the 5th iteration (512 < step <= 640)
+    stopped = train(tmp_path / "stop", env_id=FAULTY, fault=huge)
+    assert stopped.returncode == 1, stopped.stderr
+    line = last_line(stopped)
+    assert line.startswith("drl: error: non-finite losses (NaN or infinity) between step 512 and step 640"), line
+    assert status(tmp_path / "stop") == "diverged"
+
+    run_dir = tmp_path / "skip"
+    skipped = train(run_dir, "--on-nan", "skip", env_id=FAULTY, fault=huge)
+    assert skipped.returncode == 0, skipped.stderr
+    assert "non-finite losses (NaN or infinity) between step 512 and step 640; the update was undone" in skipped.stderr
+    assert status(run_dir) == "finished"
+    rows = {row["step"]: row for row in read_metrics(run_dir)}
+    assert rows[512]["charts/skipped_updates"] == 0 and rows[640]["charts/skipped_updates"] == 1
+    assert not any(key.startswith("losses/") for key in rows[640])  # the undone update's losses are not logged
+    assert all(math.isfinite(rows[768][key]) for key in rows[768] if key.startswith("losses/"))
+    payload = assert_loads(run_dir)  # every weight finite
+    assert payload["global_step"] == STEPS and payload["skipped_updates"] == 1
 
 
 def test_an_env_that_fails_in_its_first_reset_ends_with_one_line_and_writes_nothing(tmp_path):

@@ -153,7 +153,8 @@ class FaultyEnv(CartPoleEnv):
     - `DRL_FAULT` (`fault`): `none` (the default), `raise`: raise ValueError("injected fault");
       `exit`: `os._exit(3)`, the process ends at once (meant for an async worker; in-process it
       ends the trainer itself, like a crash in C code); `nan`: return a NaN observation (and in
-      `step` a NaN reward) instead of the real ones, without an exception.
+      `step` a NaN reward) instead of the real ones, without an exception; `huge`: a reward of
+      3e38 in `step` (finite, but a return or a squared error of it overflows float32).
     - `DRL_FAULT_STEP` (`fault_step`): k, default 1: the fault happens in this env instance's
       k-th step, counted since the env was made, across episodes (every instance of a vector
       env counts its own, so all of them fault at their k-th).
@@ -166,7 +167,7 @@ class FaultyEnv(CartPoleEnv):
     CartPole's and the fault depends on the counts only.
     """
 
-    FAULTS = ("none", "raise", "exit", "nan")
+    FAULTS = ("none", "raise", "exit", "nan", "huge")
     CALLS = ("step", "reset")
 
     def __init__(
@@ -207,6 +208,8 @@ class FaultyEnv(CartPoleEnv):
         obs, reward, terminated, truncated, info = super().step(action)
         if fault == "nan":
             obs, reward = np.full_like(obs, np.nan), float("nan")
+        elif fault == "huge":
+            reward = 3e38
         return obs, reward, terminated, truncated, info
 
     def reset(self, *, seed=None, options=None):
@@ -231,6 +234,17 @@ class SlowCartPole(CartPoleEnv):
         return super().step(action)
 
 
+class SlowRender(CartPoleEnv):
+    """CartPole-v1 whose every rendered frame takes 0.5 s, after touching the file that the
+    environment variable DRL_RENDERING names (so a test knows a video is being recorded)."""
+
+    def render(self):
+        if os.environ.get("DRL_RENDERING"):
+            open(os.environ["DRL_RENDERING"], "w").close()
+        time.sleep(0.5)
+        return super().render()
+
+
 class SlowToMake(CartPoleEnv):
     """CartPole-v1 whose construction takes 60 s, after touching the file that the environment
     variable DRL_MAKING names (so a test knows the env is being made)."""
@@ -247,6 +261,7 @@ gym.register("Countdown-v0", entry_point=CountdownEnv, max_episode_steps=100)
 gym.register("FailingStep-v0", entry_point=FailingStepEnv, max_episode_steps=100)
 gym.register("SlowCartPole-v0", entry_point=SlowCartPole, max_episode_steps=500)
 gym.register("SlowToMake-v0", entry_point=SlowToMake)
+gym.register("SlowRender-v0", entry_point=SlowRender, max_episode_steps=500)
 gym.register("Faulty-v0", entry_point=FaultyEnv, max_episode_steps=500, reward_threshold=475.0)
 gym.register("DictTarget-v0", entry_point=DictTargetEnv)
 gym.register("MultiDiscreteTarget-v0", entry_point=MultiDiscreteTargetEnv)
