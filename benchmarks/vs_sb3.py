@@ -10,8 +10,12 @@ Both are then evaluated by the same code on the same episodes (deterministic pol
 
 With --whole-process it times what a user meets instead: the whole `drl train ALGO ENV
 --total-steps N --eval-every 0 --eval-episodes 20` process, start to exit, against the whole
-process of a plain SB3 script doing the same work (the same hyperparameters, N steps, one
-final 20-episode evaluation with SB3's evaluate_policy), alternating, one process each.
+process of a plain SB3 script doing the same work (`python -m runners.sb3_bridge`: the same
+hyperparameters, N steps, one final 20-episode evaluation by drl's evaluator on the episodes
+drl's final evaluation plays), alternating, one process each. `drl compare ALGO ENV` is the
+user command for this comparison.
+
+The mapping of drl's preset onto SB3's arguments and the SB3 script live in runners/sb3_bridge.py.
 
 Wall time covers building the agent and its envs and training (drl's includes writing its
 run directory: metrics, TensorBoard events, the final checkpoint); evaluation is timed apart.
@@ -32,89 +36,25 @@ from pathlib import Path
 
 import torch
 
-from agents import get_algorithm
-from agents.presets import load_preset
-from runners.cliargs import set_values
-from runners.config import TrainConfig
 from runners.evaluate import evaluate
 from runners.run_dir import create_run_dir
+from runners.sb3_bridge import SB3Policy, preset_configs, sb3_arguments, sb3_model
 from runners.seeding import derive_seeds
 from runners.trainer import Trainer
 
 
 def configs(algo: str, env_id: str, seed: int, steps: int | None):
-    spec = get_algorithm(algo)
-    train, agent = TrainConfig(algo=spec.name, env_id=env_id, seed=seed, device="cpu"), spec.config_cls()
-    name, values = load_preset(spec.name, env_id, None)
-    set_values([train, agent], values, f"preset {name}")
-    if steps:
-        train.total_steps = steps
+    """The preset's configs (runners/sb3_bridge.py), with no evaluation and no checkpoint but the final one."""
+    train, agent, _ = preset_configs(algo, env_id, seed, steps)
     train.eval_episodes = 0  # no evaluation inside the timed run; both are evaluated afterwards
     train.checkpoint_every = 0  # only the final checkpoint
     train.progress = False
     return train, agent
 
 
-def sb3_schedule(value: float, schedule: str):
-    return (lambda remaining: remaining * value) if schedule == "linear" else value
-
-
-def sb3_hyperparameters(algo: str, agent, num_envs: int) -> dict:
-    """drl's config as SB3 keyword arguments (plain numbers: schedules are the caller's)."""
-    kwargs = dict(
-        n_steps=agent.steps_per_env(num_envs),
-        gamma=agent.gamma,
-        gae_lambda=agent.gae_lambda,
-        ent_coef=agent.ent_coef,
-        vf_coef=agent.vf_coef,
-        max_grad_norm=agent.max_grad_norm,
-        normalize_advantage=agent.normalize_advantage,
-        learning_rate=agent.learning_rate,
-    )
-    if algo == "ppo":
-        kwargs.update(
-            batch_size=agent.batch_size,
-            n_epochs=agent.n_epochs,
-            clip_range=agent.clip_range,
-            clip_range_vf=agent.clip_range_vf,
-            target_kl=agent.target_kl,
-        )
-    else:
-        kwargs.update(use_rms_prop=agent.optimizer == "rmsprop", rms_prop_eps=agent.optimizer_eps)
-    return kwargs
-
-
-def sb3_model(algo: str, train: TrainConfig, agent):
-    """The SB3 model with drl's hyperparameters; SB3's MlpPolicy default is 64x64 tanh, separate
-    actor and critic, orthogonal init: the same network drl builds by default."""
-    from stable_baselines3 import A2C, PPO
-    from stable_baselines3.common.env_util import make_vec_env
-
-    assert agent.network.hidden_sizes == (64, 64) and agent.network.activation == "tanh"
-    env = make_vec_env(train.env_id, n_envs=train.num_envs, seed=train.seed)
-    kwargs = sb3_hyperparameters(algo, agent, train.num_envs)
-    kwargs["learning_rate"] = sb3_schedule(agent.learning_rate, agent.lr_schedule)
-    if algo == "ppo":
-        kwargs["clip_range"] = sb3_schedule(agent.clip_range, agent.clip_schedule)
-    return (PPO if algo == "ppo" else A2C)("MlpPolicy", env, seed=train.seed, device="cpu", **kwargs)
-
-
-class SB3Policy:
-    """drl's evaluation interface over an SB3 model."""
-
-    device = torch.device("cpu")
-
-    def __init__(self, model):
-        self.model = model
-
-    def predict(self, obs, deterministic=True, generator=None):
-        actions, _ = self.model.predict(obs.numpy(), deterministic=deterministic)
-        return torch.as_tensor(actions)
-
-
 def run_sb3(algo, train, agent, episodes):
     start = time.perf_counter()
-    model = sb3_model(algo, train, agent)
+    model = sb3_model(sb3_arguments(algo, train, agent))
     model.learn(train.total_steps)
     seconds = time.perf_counter() - start
     result = evaluate(SB3Policy(model), train.env_id, episodes, derive_seeds(train.seed).eval)
@@ -128,40 +68,6 @@ def run_drl(train, agent, episodes, workdir: Path):
     seconds = time.perf_counter() - start
     result = evaluate(trainer.agent, train.env_id, episodes, derive_seeds(train.seed).eval)
     return seconds, outcome.global_step, result
-
-
-SB3_SCRIPT = """
-import json, sys
-from stable_baselines3 import A2C, PPO
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.evaluation import evaluate_policy
-args = json.loads(sys.argv[1])
-env = make_vec_env(args["env_id"], n_envs=args["num_envs"], seed=args["seed"])
-cls = PPO if args["algo"] == "ppo" else A2C
-schedule = lambda value: (lambda remaining: remaining * value) if args["linear"] else value
-kwargs = args["kwargs"]
-kwargs["learning_rate"] = schedule(kwargs["learning_rate"])
-if "clip_range" in kwargs:
-    kwargs["clip_range"] = schedule(kwargs["clip_range"]) if args["clip_linear"] else kwargs["clip_range"]
-model = cls("MlpPolicy", env, seed=args["seed"], device="cpu", **kwargs)
-model.learn(args["total_steps"])
-mean, std = evaluate_policy(model, make_vec_env(args["env_id"], n_envs=1, seed=10_000), n_eval_episodes=20)
-print(json.dumps({"mean_return": mean}))
-"""
-
-
-def sb3_arguments(algo: str, train: TrainConfig, agent) -> dict:
-    """The SB3 script's arguments: drl's preset as SB3 keyword arguments."""
-    return {
-        "algo": algo,
-        "env_id": train.env_id,
-        "num_envs": train.num_envs,
-        "seed": train.seed,
-        "total_steps": train.total_steps,
-        "linear": agent.lr_schedule == "linear",
-        "clip_linear": getattr(agent, "clip_schedule", "constant") == "linear",
-        "kwargs": sb3_hyperparameters(algo, agent, train.num_envs),
-    }
 
 
 def timed(command: list[str]) -> tuple[float, str]:
@@ -182,7 +88,8 @@ def whole_process(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i, seed in enumerate(args.seeds):
             train, agent = configs(args.algo, args.env, seed, steps)
-            sb3 = [sys.executable, "-c", SB3_SCRIPT, json.dumps(sb3_arguments(args.algo, train, agent))]
+            sb3 = [sys.executable, "-m", "runners.sb3_bridge", json.dumps(sb3_arguments(args.algo, train, agent))]
+            sb3 += ["--eval-episodes", "20", "--eval-seed", str(derive_seeds(seed).eval)]  # as drl's final evaluation
             ours = [drl, "train", args.algo, args.env, "--total-steps", str(steps), "--seed", str(seed)]
             ours += ["--eval-every", "0", "--eval-episodes", "20", "--no-progress", "--run-dir", f"{tmp}/r{seed}"]
             out = {}

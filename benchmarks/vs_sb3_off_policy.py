@@ -34,6 +34,9 @@ The flags below give the other comparisons:
     --drl-no-compile       drl with the gradient step uncompiled
     --fresh-compile-cache  drl's compiled step starting from an empty compile cache (above)
 
+The mapping of drl's preset onto SB3's arguments lives in runners/sb3_bridge.py; `drl compare
+ALGO ENV` is the user command for this comparison.
+
 Needs the `bench` extra: pip install -e .[bench]
 """
 
@@ -49,12 +52,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from vs_sb3 import SB3Policy  # drl's evaluation interface over an SB3 model
 from vs_sb3 import configs as preset_configs
 
-from runners.config import TrainConfig
 from runners.evaluate import evaluate
 from runners.precision import (
     cpu_matmul_precision,
@@ -65,6 +65,7 @@ from runners.precision import (
     set_process_options,
 )
 from runners.run_dir import create_run_dir
+from runners.sb3_bridge import SB3Policy, sb3_arguments, sb3_model
 from runners.seeding import derive_seeds
 from runners.trainer import Trainer
 
@@ -101,71 +102,6 @@ def configs(algo: str, seed: int, steps: int | None, args: argparse.Namespace | 
     return train, agent
 
 
-def sb3_kwargs(algo: str, train: TrainConfig, agent) -> dict:
-    """drl's hyperparameters as SB3 arguments (those the algorithms share, then each one's own)."""
-    net = agent.network
-    # SB3's off-policy networks: ReLU MLPs with torch's default init, actor and critic apart
-    assert net.activation == "relu", f"SB3's off-policy activation is ReLU, the preset has {net.activation}"
-    assert not net.ortho_init and not net.share_encoder, "SB3's off-policy networks: default init, no sharing"
-    assert train.num_envs == 1, "train_every maps onto SB3's train_freq for one env"
-    gradient_steps = round(agent.utd_ratio * agent.train_every)
-    assert gradient_steps >= 1, f"utd_ratio {agent.utd_ratio} * train_every {agent.train_every} rounds to 0"
-    kwargs = dict(
-        learning_rate=agent.learning_rate,
-        buffer_size=agent.buffer_size,
-        learning_starts=agent.learning_starts,
-        batch_size=agent.batch_size,
-        gamma=agent.gamma,
-        tau=agent.tau,
-        train_freq=agent.train_every,
-        gradient_steps=gradient_steps,
-        n_steps=agent.n_step,
-        policy_kwargs=dict(net_arch=list(net.hidden_sizes)),
-        seed=train.seed,
-        device="cpu",
-    )
-    if algo == "sac":
-        init = agent.ent_coef_init
-        kwargs.update(
-            ent_coef=agent.ent_coef if agent.ent_coef is not None else ("auto" if init == 1.0 else f"auto_{init}"),
-            target_entropy="auto" if agent.target_entropy is None else agent.target_entropy,
-            target_update_interval=agent.target_update_interval,
-        )
-        kwargs["policy_kwargs"]["n_critics"] = agent.n_critics
-    elif algo == "td3":
-        kwargs.update(
-            policy_delay=agent.policy_delay,
-            target_policy_noise=agent.target_policy_noise,
-            target_noise_clip=agent.target_noise_clip,
-        )
-        kwargs["policy_kwargs"]["n_critics"] = agent.n_critics
-    else:  # dqn
-        assert not (agent.double_q or agent.dueling or agent.prioritized), "SB3's DQN has none of these"
-        kwargs.update(
-            target_update_interval=agent.target_update_interval,
-            exploration_fraction=agent.exploration_fraction,
-            exploration_initial_eps=agent.exploration_initial_eps,
-            exploration_final_eps=agent.exploration_final_eps,
-            max_grad_norm=agent.max_grad_norm,
-        )
-    return kwargs
-
-
-def sb3_model(algo: str, train: TrainConfig, agent):
-    from stable_baselines3 import DQN, SAC, TD3
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.noise import NormalActionNoise
-
-    env = make_vec_env(train.env_id, n_envs=train.num_envs, seed=train.seed)
-    kwargs = sb3_kwargs(algo, train, agent)
-    if algo == "td3" and agent.exploration_noise > 0:
-        # SB3 adds it to the action in [-1, 1]^A, as drl does
-        dim = env.action_space.shape[0]
-        kwargs["action_noise"] = NormalActionNoise(np.zeros(dim), np.full(dim, agent.exploration_noise))
-    cls = {"sac": SAC, "td3": TD3, "dqn": DQN}[algo]
-    return cls("MlpPolicy", env, **kwargs)
-
-
 # ------------------------------------------------------------------ runs (one per process)
 def run_sb3(args: argparse.Namespace, seed: int) -> dict:
     train, agent = configs(args.algo, seed, args.steps, args)
@@ -174,7 +110,7 @@ def run_sb3(args: argparse.Namespace, seed: int) -> dict:
     if args.sb3_fast_matmul:
         enable_fast_cpu_matmul()
     start = time.perf_counter()
-    model = sb3_model(args.algo, train, agent)
+    model = sb3_model(sb3_arguments(args.algo, train, agent))
     model.learn(train.total_steps)
     seconds = time.perf_counter() - start
     settings = settings_now()

@@ -63,6 +63,7 @@ from networks import NetworkConfig
 from runners.config import TrainConfig
 from runners.evaluate import evaluate
 from runners.run_dir import create_run_dir
+from runners.sb3_bridge import SB3Policy
 from runners.trainer import Trainer
 
 pytestmark = pytest.mark.slow
@@ -70,19 +71,6 @@ pytestmark = pytest.mark.slow
 HELD_OUT = 1234
 """The seed of the evaluation episodes, for both libraries (no run evaluates on it while training)."""
 OBS, ACTIONS = gym.spaces.Box(-1.0, 1.0, (4,)), gym.spaces.Discrete(2)
-
-
-class SB3Policy:
-    """drl's evaluation interface over an SB3 model (as benchmarks/vs_sb3.py)."""
-
-    device = torch.device("cpu")
-
-    def __init__(self, model):
-        self.model = model
-
-    def predict(self, obs, deterministic=True, generator=None):
-        actions, _ = self.model.predict(obs.numpy(), deterministic=deterministic)
-        return torch.as_tensor(actions)
 
 
 def drl_defaults(tmp_path, algo: str, env_id: str, steps: int, seed: int):
