@@ -35,7 +35,7 @@ from envs import first_line
 from envs.render import choose_headless_gl
 from runners import distributed
 from runners.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from runners.cliargs import ArgumentParser, add_arguments, apply_namespace, set_values
+from runners.cliargs import ArgumentParser, add_arguments, apply_namespace, int_at_least, set_values
 from runners.config import TrainConfig
 from runners.evaluate import evaluate, evaluation_protocol
 from runners.guard import Diverged
@@ -200,18 +200,18 @@ def _default_run_dir(cfg: TrainConfig) -> str:
 def _resume(args: list[str]) -> int:
     parser = ArgumentParser(prog="drl train --resume", description="Continue a run from its last checkpoint.")
     parser.add_argument("--resume", required=True, metavar="RUN_DIR", help="run directory to continue")
-    parser.add_argument("--total-steps", type=_int_at_least(1), help="new step budget (to train for longer)")
+    parser.add_argument("--total-steps", type=int_at_least(1), help="new step budget (to train for longer)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar")
     parser.add_argument(
-        "--nproc", type=_int_at_least(1), help="training processes from now on (DDP; default: the run's)"
+        "--nproc", type=int_at_least(1), help="training processes from now on (DDP; default: the run's)"
     )
     parser.add_argument(
         "--num-workers",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         help="Ray rollout workers from now on (each with the run's envs per worker; 0: none)",
     )
     parser.add_argument(
-        "--envs-per-worker", type=_int_at_least(1), help="envs of each Ray worker from now on (sets --num-envs)"
+        "--envs-per-worker", type=int_at_least(1), help="envs of each Ray worker from now on (sets --num-envs)"
     )
     parser.add_argument("--ray-address", help="Ray cluster to join (auto or HOST:PORT)")
     namespace = parser.parse_args(args)
@@ -356,7 +356,7 @@ def cmd_eval(args: list[str]) -> int:
     parser.add_argument(
         "path", metavar="RUN_DIR_OR_CHECKPOINT", help="a run directory (its latest checkpoint) or a checkpoint file"
     )
-    parser.add_argument("--episodes", type=_int_at_least(1), default=10, help="episodes to play (default: 10)")
+    parser.add_argument("--episodes", type=int_at_least(1), default=10, help="episodes to play (default: 10)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--stochastic", dest="deterministic", action="store_false", default=None, help="sample the policy's actions"
@@ -379,11 +379,11 @@ def cmd_eval(args: list[str]) -> int:
     )
     parser.add_argument(
         "--seed",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=None,
         help="seed of the eval envs (default: the run's eval seed, as in training)",
     )
-    parser.add_argument("--num-envs", type=_int_at_least(1), default=None, help="parallel eval envs (default: up to 8)")
+    parser.add_argument("--num-envs", type=int_at_least(1), default=None, help="parallel eval envs (default: up to 8)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
@@ -472,19 +472,6 @@ def _probability(raw: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {raw}")
     return value
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def convert(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {raw!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return convert
 
 
 # ------------------------------------------------------------------- runs, plot, dashboard

@@ -272,3 +272,18 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 def warn(message: str) -> None:
     print(f"drl: warning: {message}", file=sys.stderr)
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer (also written 1e5) of at least `minimum`."""
+
+    def convert(raw: str) -> int:
+        try:
+            value = int(float(raw)) if "e" in raw.lower() else int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {raw!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return convert

@@ -48,7 +48,6 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,7 +56,7 @@ import yaml
 
 from agents import ConfigError, get_algorithm
 from agents.presets import load_preset
-from runners.cliargs import ArgumentParser, leaves
+from runners.cliargs import ArgumentParser, int_at_least, leaves
 from runners.run_dir import CONFIG_FILE, METRICS_FILE, read_status
 from runners.trainer import configs_from
 from runners.tune_spaces import SPACES
@@ -117,19 +116,6 @@ def _split(args: list[str]) -> tuple[list[str], list[str]]:
     return args, []
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def convert(raw: str) -> int:
-        try:
-            value = int(float(raw)) if "e" in raw.lower() else int(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {raw!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return convert
-
-
 def _positive_float(raw: str) -> float:
     try:
         value = float(raw)
@@ -149,32 +135,32 @@ def _parser() -> ArgumentParser:
     parser.add_argument("algo", metavar="ALGO", help="algorithm: " + ", ".join(sorted(SPACES)))
     parser.add_argument("env_id", metavar="ENV_ID", help="Gymnasium env id")
     parser.add_argument(
-        "--trials", type=_int_at_least(1), required=True, help="trials in the study in total (finished ones count)"
+        "--trials", type=int_at_least(1), required=True, help="trials in the study in total (finished ones count)"
     )
-    parser.add_argument("--jobs", type=_int_at_least(1), default=1, help="trials run at once (default: 1)")
+    parser.add_argument("--jobs", type=int_at_least(1), default=1, help="trials run at once (default: 1)")
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///STUDY_DIR/study.db)")
     parser.add_argument("--study-name", help="study name in the storage (default: ALGO_ENV)")
     parser.add_argument("--study-dir", type=Path, help="directory of the trials' runs (default: runs/tune/ALGO_ENV)")
     parser.add_argument(
         "--timeout", type=_positive_float, metavar="S", help="start no new trial after S seconds (default: none)"
     )
-    parser.add_argument("--steps", type=_int_at_least(1), help="env steps per trial (default: the preset's)")
+    parser.add_argument("--steps", type=int_at_least(1), help="env steps per trial (default: the preset's)")
     parser.add_argument(
-        "--eval-every", type=_int_at_least(1), help="env steps between a trial's evaluations (default: steps / 10)"
+        "--eval-every", type=int_at_least(1), help="env steps between a trial's evaluations (default: steps / 10)"
     )
-    parser.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of every trial and of the sampler")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of every trial and of the sampler")
     parser.add_argument(
-        "--startup-trials", type=_int_at_least(0), default=5, help="random trials before TPE (default: 5)"
+        "--startup-trials", type=int_at_least(0), default=5, help="random trials before TPE (default: 5)"
     )
     parser.add_argument(
         "--pruner-startup",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=2,
         help="completed trials before any trial is pruned (default: 2)",
     )
     parser.add_argument(
         "--pruner-warmup",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         help="evaluations of a trial before it may be pruned (default: a third of them, as the zoo)",
     )
     parser.add_argument(

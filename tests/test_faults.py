@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -306,9 +307,24 @@ def test_sigterm_during_an_evaluation_is_honoured_within_seconds(tmp_path):
     the checkpoint of its last iteration and exits 130; resuming then says it has finished."""
     run_dir = tmp_path / "run"
     process = start(run_dir, "--eval-episodes", "20000", steps=1024)
-    try:
-        assert wait_for(lambda: 896 in logged_steps(run_dir))
+
+    def evaluating() -> bool:
+        if 896 not in logged_steps(run_dir):
+            return False
         time.sleep(2.0)  # the last iteration is done: the evaluation runs (for a minute or more)
+        return True
+
+    stderr = sigterm_when(process, evaluating)
+    assert "drl: SIGTERM: stopping now" in stderr
+    assert_stopped_at(run_dir, 1024, stderr)
+    assert resume(run_dir).returncode == 0
+
+
+def sigterm_when(process: subprocess.Popen, ready: Callable[[], bool]) -> str:
+    """Send SIGTERM once `ready()`; assert the run ends with 130 within 10 s, without a
+    traceback; its stderr."""
+    try:
+        assert wait_for(ready)
         sent = time.monotonic()
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
@@ -318,11 +334,13 @@ def test_sigterm_during_an_evaluation_is_honoured_within_seconds(tmp_path):
     assert process.returncode == 130, stderr
     assert waited < 10, waited
     assert "Traceback" not in stderr
-    assert "drl: SIGTERM: stopping now" in stderr
-    assert stderr.strip().splitlines()[-1].startswith("drl: stopped at step 1024; checkpoint ")
+    return stderr
+
+
+def assert_stopped_at(run_dir: Path, step: int, stderr: str) -> None:
+    assert stderr.strip().splitlines()[-1].startswith(f"drl: stopped at step {step}; checkpoint "), stderr
     assert status(run_dir) == "interrupted"
-    assert assert_loads(run_dir)["global_step"] == 1024
-    assert resume(run_dir).returncode == 0
+    assert assert_loads(run_dir)["global_step"] == step
 
 
 def test_sigterm_while_a_video_is_recorded_is_honoured_within_seconds(tmp_path):
@@ -331,20 +349,8 @@ def test_sigterm_while_a_video_is_recorded_is_honoured_within_seconds(tmp_path):
     run_dir, rendering = tmp_path / "run", tmp_path / "rendering"
     video = ["--eval-video-every", "1024", "--eval-episodes", "0"]
     process = start(run_dir, *video, steps=1024, env_id="toy_envs:SlowRender-v0", env={"DRL_RENDERING": str(rendering)})
-    try:
-        assert wait_for(rendering.exists)
-        sent = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-        waited = time.monotonic() - sent
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr
-    assert waited < 10, waited
-    assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1].startswith("drl: stopped at step 1024; checkpoint "), stderr
-    assert status(run_dir) == "interrupted"
-    assert assert_loads(run_dir)["global_step"] == 1024
+    stderr = sigterm_when(process, rendering.exists)
+    assert_stopped_at(run_dir, 1024, stderr)
     assert not list(run_dir.glob("videos/*.mp4"))
 
 
