@@ -70,7 +70,7 @@ HISTORY_PLOT = "optimization_history.png"
 IMPORTANCE_PLOT = "param_importances.png"
 NOT_PRESET = {"run_dir", "seed", "preset", "progress", "logger", "device", "torch_threads", "eval_video_every"}
 """Options of a trial that describe the run, not the hyperparameters: never written to the preset."""
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.1
 
 
 def cmd_tune(args: list[str]) -> int:
@@ -474,7 +474,9 @@ class Tuner:
                     reported.add(bucket)
                     trial.report(row_value, bucket)
                     solved = self.stop_when_solved and row_value >= self.solved_threshold  # ending by itself
-                    if exit_code is None and not (pruned or solved or self.stop.is_set()) and trial.should_prune():
+                    final = row_step >= self.steps  # the trial is ending by itself: nothing left to save
+                    ending = pruned or solved or final or self.stop.is_set()
+                    if exit_code is None and not ending and trial.should_prune():
                         pruned = True
                         process.send_signal(signal.SIGTERM)  # drl train checkpoints and exits 130
                 if exit_code is not None:
@@ -486,15 +488,18 @@ class Tuner:
                 process.wait()
             with self.lock:
                 self.processes.pop(trial.number, None)
-        if pruned and exit_code != 0:  # (exit 0: it finished before the signal came)
+        status = read_status(run_dir).get("status")
+        if pruned and status == "interrupted":
             return Outcome("pruned", value, step, exit_code=exit_code)
+        if pruned and status in ("finished", "solved"):
+            exit_code = 0  # it ended before the signal came (which may have met the process on its way out)
         if exit_code == 130 and self.stop.is_set():
             return Outcome("interrupted", value, step, error="stopped by Ctrl-C", exit_code=exit_code)
         if exit_code != 0:
             return Outcome("failed", value, step, error=_first_error_line(log), exit_code=exit_code)
         if value is None:
             return Outcome("failed", error=f"no {EVAL_KEY} in {run_dir / METRICS_FILE}", exit_code=exit_code)
-        if read_status(run_dir).get("status") == "solved":
+        if status == "solved":
             # Stopped early because it solved the env: it holds that value to the end of its
             # budget, so that the median pruner compares later evaluations of others against it.
             for bucket in range(max(reported, default=0) + self.eval_every, self.steps + 1, self.eval_every):
