@@ -5,7 +5,8 @@
 The file holds one graph from the raw observation, as the env returns it, to the action the
 env accepts (`DeployedPolicy`):
 
-- in: the observation [B, ...] in the env's own dtype (uint8 images stay uint8); a Dict
+- in: the observation [B, ...] in the env's own dtype (uint8 images stay uint8, MuJoCo's float64
+  is taken as float64 and computed in float32, as the env backends do); a Dict
   observation as one input per key, named by the key, in the space's order;
 - the observation normaliser with the statistics frozen at the checkpoint, uint8 scaling, Dict
   packing, the network, the most likely action (argmax, the Gaussian's mean, the squashed
@@ -103,8 +104,8 @@ class DeployedPolicy(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         parts = inputs[: self.n_obs]
-        if self.layout is None:
-            obs = parts[0]
+        if self.layout is None:  # in the env's own dtype (MuJoCo's float64), computed as the backends hold it
+            obs = parts[0].to(self.packed_dtype)
         else:  # as envs.spaces.pack_obs: each key flattened, in the space's order, one dtype
             obs = torch.cat([part.reshape(part.shape[0], -1).to(self.packed_dtype) for part in parts], dim=1)
         if self.recurrent:
@@ -232,6 +233,7 @@ class ExportedPolicy:
         if self.meta.get("observation_space") != expected:
             raise ConfigError(f"--policy {path} was exported for another observation space than this run's env")
         self.layout = dict_layout(observation_space) if isinstance(observation_space, gym.spaces.Dict) else None
+        self.obs_dtype = None if self.layout else np.dtype(observation_space.dtype)  # the file's input, the env's
         self.start = None
         if isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
             self.start = torch.as_tensor(np.asarray(action_space.start), dtype=torch.int64)
@@ -277,7 +279,7 @@ class ExportedPolicy:
         """The backends' packed observation [N, ...] as the file's inputs (one per Dict key)."""
         obs = obs.detach().cpu()
         if self.layout is None:
-            return [obs.numpy()]
+            return [obs.numpy().astype(self.obs_dtype, copy=False)]
         parts = []
         for entry in self.layout:
             part = obs[:, entry.start : entry.end]

@@ -182,6 +182,21 @@ def test_actions_leave_the_file_as_the_env_takes_them(tmp_path):
         assert_same_actions(action_space, as_env_action(action_space, raw), exported.predict(obs))
 
 
+def test_the_file_takes_observations_in_the_envs_own_dtype(tmp_path):
+    """MuJoCo's observations are float64: the file takes them so, and computes in float32 as the
+    env backends (which hand agents float32) do."""
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (5,), np.float64)
+    action_space = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+    spec = get_algorithm("sac")
+    agent = spec.make_agent(spec.config_cls(), obs_space, action_space, 1, torch.device("cpu"), 0)
+    exported = export(agent, (obs_space, action_space), tmp_path)
+    assert exported.meta["inputs"] == '["obs"]' and exported.obs_dtype == np.float64
+    obs = torch.randn(300, 5)  # as a backend holds them: float32
+    with torch.no_grad():
+        expected = agent.predict(obs, deterministic=True)
+    assert_same_actions(action_space, expected, exported.predict(obs))
+
+
 def test_torchscript_file_acts_as_the_agent(tmp_path):
     agent, spaces = make_agent("ppo", "toy_envs:DictTarget-v0")
     obs = observations("toy_envs:DictTarget-v0", n=200)
