@@ -177,6 +177,7 @@ class Trainer:
         self.eval_seconds = 0.0
         self.skipped_updates = 0  # --on-nan skip: updates undone, over the whole run
         self.skipped_in_row = 0
+        self.warned_unpicklable = False
         self.resumed_from: int | None = None
         self.solved: tuple[int, float] | None = None
         self.best: dict[str, Any] | None = None  # the best evaluation's step and mean return (its checkpoint is kept)
@@ -486,7 +487,9 @@ class Trainer:
             if self.env is not None:
                 env_state = self.env.state_dict()
         except (TypeError, AttributeError, pickle.PicklingError) as exc:
-            warn(f"{self.cfg.env_id} cannot be pickled ({exc}); a resumed run will restart its episodes")
+            if not self.warned_unpicklable:  # once a run, not at every checkpoint
+                warn(f"{self.cfg.env_id} cannot be pickled ({exc}); a resumed run will restart its episodes")
+                self.warned_unpicklable = True
         return {
             "config": run_config(self.cfg, self.algo_cfg),
             "global_step": self.global_step,
