@@ -30,7 +30,7 @@ import numpy as np
 
 import envs
 from agents import ConfigError, get_algorithm
-from runners.cliargs import ArgumentParser
+from runners.cliargs import ArgumentParser, int_at_least
 from runners.evaluate import evaluate, evaluation_protocol
 from runners.reports import curve, read_metrics
 from runners.sb3_bridge import SB3_ALGORITHMS, check_supported, load_policy, preset_configs, sb3_arguments
@@ -147,13 +147,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("algo", metavar="ALGO", help=", ".join(SB3_ALGORITHMS))
     parser.add_argument("env_id", metavar="ENV_ID", help="a Gymnasium env id, e.g. CartPole-v1")
     parser.add_argument(
-        "--seeds", type=_count(0), nargs="+", default=[0], metavar="S", help="seeds to train (default: 0)"
+        "--seeds", type=int_at_least(0), nargs="+", default=[0], metavar="S", help="seeds to train (default: 0)"
     )
     parser.add_argument(
-        "--steps", type=_count(1), default=None, metavar="N", help="env steps per run (default: the preset's)"
+        "--steps", type=int_at_least(1), default=None, metavar="N", help="env steps per run (default: the preset's)"
     )
     parser.add_argument(
-        "--episodes", type=_count(1), default=20, metavar="E", help="evaluation episodes per run (default: 20)"
+        "--episodes", type=int_at_least(1), default=20, metavar="E", help="evaluation episodes per run (default: 20)"
     )
     parser.add_argument("--device", default="cpu", help="device both libraries train on (default: cpu)")
     parser.add_argument(
@@ -164,21 +164,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return parser
-
-
-def _count(minimum: int):
-    """An argparse type: a whole number (also written as 2e5) of at least `minimum`."""
-
-    def convert(raw: str) -> int:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {raw!r}") from None
-        if not value.is_integer() or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}, got {raw}")
-        return int(value)
-
-    return convert
 
 
 def _require_sb3() -> str:

@@ -20,7 +20,7 @@ import torch
 
 import envs
 from agents import get_algorithm
-from runners.evaluate import evaluate
+from runners.evaluate import evaluate, random_actions
 from runners.export import EXPORT_EXTRA, ExportedPolicy, export_policy
 
 from conftest import drl_env, run_drl
@@ -53,17 +53,11 @@ def make_agent(algo: str, env_id: str, **network):
 def observations(env_id: str, n: int = OBSERVATIONS, num_envs: int = 8) -> torch.Tensor:
     """n observations [n, ...] from the env under uniformly random actions."""
     env = envs.make(env_id, num_envs, "gym", seed=1, training=False)
-    space = env.single_action_space
-    rng = np.random.default_rng(0)
+    generator = torch.Generator().manual_seed(0)
     obs, _ = env.reset()
     seen = [obs]
     while len(seen) * num_envs < n:
-        if isinstance(space, gym.spaces.Discrete):
-            action = torch.as_tensor(rng.integers(0, space.n, num_envs))
-        elif isinstance(space, gym.spaces.MultiDiscrete):
-            action = torch.as_tensor(rng.integers(0, space.nvec, (num_envs, len(space.nvec))))
-        else:
-            action = torch.as_tensor(rng.uniform(space.low, space.high, (num_envs, *space.shape)), dtype=torch.float32)
+        action = random_actions(env.single_action_space, num_envs, generator)
         obs, *_ = env.step(action)
         seen.append(obs)
     env.close()
