@@ -261,12 +261,13 @@ def _ray():
     return ray
 
 
-def connect(address: str | None, num_workers: int) -> bool:
+def connect(address: str | None, cpus_needed: int, demand: str) -> bool:
     """Join the Ray cluster at `address` (auto: the one this machine belongs to), or start a
-    local instance of our own with a CPU for every worker (node address 127.0.0.1, though Ray
+    local instance of our own with `cpus_needed` CPUs at least (node address 127.0.0.1, though Ray
     2.60 listens on every interface and authenticates with its token); returns whether this
-    call started or joined Ray (and so `WorkerPool.close` should leave it). One-line EnvError
-    when it cannot, or when the cluster has fewer CPUs than workers (they would wait forever)."""
+    call started or joined Ray (and so the caller should leave it). One-line EnvError when it
+    cannot, or when the cluster has fewer CPUs than `demand` (e.g. "--num-workers 3, one CPU
+    each") needs: its actors would wait forever."""
     ray = _ray()
     if ray.is_initialized():
         return False
@@ -278,17 +279,16 @@ def connect(address: str | None, num_workers: int) -> bool:
         else:
             # "local": a new instance of our own, even where `ray start` runs a cluster on this machine
             ray.init(
-                address="local", num_cpus=max(os.cpu_count() or 1, num_workers), _node_ip_address="127.0.0.1", **options
+                address="local", num_cpus=max(os.cpu_count() or 1, cpus_needed), _node_ip_address="127.0.0.1", **options
             )
     except Exception as exc:  # ConnectionError, or Ray's own
         where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
         raise envs.EnvError(f"cannot {where}: {type(exc).__name__}: {first_line(exc)}") from None
     cpus = ray.cluster_resources().get("CPU", 0)
-    if cpus < num_workers:
+    if cpus < cpus_needed:
         ray.shutdown()
         raise envs.EnvError(
-            f"the Ray cluster has {cpus:g} CPUs and each of --num-workers {num_workers} takes one; "
-            "use fewer workers or add machines"
+            f"the Ray cluster has {cpus:g} CPUs and {demand} need {cpus_needed}; ask for fewer or add machines"
         )
     return True
 
@@ -303,7 +303,7 @@ class WorkerPool:
 
     def __init__(self, specs: list[WorkerSpec], address: str | None):
         self.specs = specs
-        self.owns_ray = connect(address, len(specs))
+        self.owns_ray = connect(address, len(specs), f"--num-workers {len(specs)}, one CPU each,")
         self.ray = _ray()
         self.restarts = 0
         self.pids: dict[int, int] = {}

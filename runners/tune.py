@@ -1,6 +1,7 @@
 """`drl tune`: search an algorithm's hyperparameters on an env with Optuna.
 
-    drl tune ALGO ENV_ID --trials N [--jobs J] [--storage sqlite:///FILE] [--timeout S] [-- TRAIN_FLAGS ...]
+    drl tune ALGO ENV_ID --trials N [--jobs J] [--storage sqlite:///FILE] [--timeout S]
+             [--ray-address auto|HOST:PORT [--trial-cpus C]] [-- TRAIN_FLAGS ...]
 
 Design. A study is a directory (default runs/tune/ALGO_ENV) and an Optuna study in a storage
 (default STUDY_DIR/study.db, SQLite, so every study can be continued). Each trial is an
@@ -25,9 +26,20 @@ out of the trial's reported values).
 - --jobs J runs J trials at once: J threads, each driving one `drl train` process. A trial whose
   process fails is recorded as failed with its one-line error and the study goes on; one that
   fails on bad input (exit 2, e.g. a wrong flag after `--`) also stops the study, since every
-  trial would.
+  trial would. A trial's process dies with the tuner (Linux: it gets SIGKILL when its parent
+  dies), so a killed tuner leaves nothing running.
+- With --ray-address the trials run on a Ray cluster: each trial is a `TrialHost` actor holding
+  --trial-cpus CPUs of whichever node Ray places it on, which runs the same `drl train` process
+  there in a directory of the node and relays its evaluations and the tuner's signals; when the
+  trial ends, its run directory and log are copied back into STUDY_DIR (in chunks through Ray's
+  object store), so the study directory is the same as without Ray. Files named in the flags
+  after `--` must exist at the same path on every node.
 - Running the command again continues the study: it runs the trials still missing to N
-  (completed, pruned and failed trials count; trials stopped by Ctrl-C do not).
+  (completed, pruned and failed trials count; trials stopped by Ctrl-C do not). Several tuners
+  may share one storage (on several machines): before a trial starts, the trials ahead of it in
+  the storage are counted, running ones included, and a tuner that finds N stops. A running
+  trial whose tuner died (no heartbeat for STALE_SECONDS) is marked failed by the next tuner to
+  start a trial, does not count, and is run again.
 - At the end: the best trial's values as a preset file (STUDY_DIR/best_preset.yaml, for
   `drl train ALGO ENV --preset FILE`) and the optimisation history and parameter importances
   as PNG files.
@@ -39,23 +51,29 @@ kills them at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
 from agents import ConfigError, get_algorithm
 from agents.presets import load_preset
+from envs import EnvError, first_line
 from runners.cliargs import ArgumentParser, int_at_least, leaves
 from runners.run_dir import CONFIG_FILE, METRICS_FILE, read_status
 from runners.trainer import configs_from
@@ -71,6 +89,15 @@ IMPORTANCE_PLOT = "param_importances.png"
 NOT_PRESET = {"run_dir", "seed", "preset", "progress", "logger", "device", "torch_threads", "eval_video_every"}
 """Options of a trial that describe the run, not the hyperparameters: never written to the preset."""
 POLL_SECONDS = 0.1
+CHUNK_BYTES = 16 << 20
+"""A Ray trial's run directory comes back in pieces of this size."""
+RAY_CALL_SECONDS = 120.0
+"""A call to a trial's Ray actor that takes longer than this counts as the trial lost."""
+HEARTBEAT_SECONDS = 10
+STALE_SECONDS = 60
+"""A running trial whose last heartbeat is older than this is failed by the next tuner to ask."""
+LOST_EXIT_CODE = -1
+"""The exit code of a trial whose process was lost with its Ray node."""
 
 
 def cmd_tune(args: list[str]) -> int:
@@ -147,6 +174,15 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--steps", type=int_at_least(1), help="env steps per trial (default: the preset's)")
     parser.add_argument(
         "--eval-every", type=int_at_least(1), help="env steps between a trial's evaluations (default: steps / 10)"
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="run the trials on the Ray cluster at ADDRESS (auto or HOST:PORT), each on a node with "
+        "--trial-cpus free CPUs; the trials' run directories come back to STUDY_DIR when they end",
+    )
+    parser.add_argument(
+        "--trial-cpus", type=_positive_float, default=1.0, help="CPUs a trial holds on the Ray cluster (default: 1)"
     )
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of every trial and of the sampler")
     parser.add_argument(
@@ -253,8 +289,14 @@ class Tuner:
     solved_threshold: float | None
     preset: dict[str, Any]
     passthrough: list[str]
+    trials: int
+    ray_address: str | None
+    trial_cpus: float
     stop: threading.Event = field(default_factory=threading.Event)
-    processes: dict[int, subprocess.Popen] = field(default_factory=dict)
+    full: threading.Event = field(default_factory=threading.Event)
+    """Set when the storage holds --trials trials, some run by other tuners."""
+    processes: dict[int, TrialProcess] = field(default_factory=dict)
+    heartbeats: dict[int, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     bad_input: str | None = None
 
@@ -297,6 +339,9 @@ class Tuner:
             solved_threshold=threshold,
             preset=preset,
             passthrough=passthrough,
+            trials=ns.trials,
+            ray_address=ns.ray_address,
+            trial_cpus=ns.trial_cpus,
         )
 
     # ------------------------------------------------------------------ study
@@ -306,7 +351,12 @@ class Tuner:
         if self.storage == f"sqlite:///{self.study_dir.resolve() / 'study.db'}":
             self.make_study_dir()  # the default storage lives in it (otherwise it is made once the storage opened)
         try:
-            existing = len(optuna.load_study(study_name=self.study_name, storage=self.storage).trials)
+            # Heartbeats: a trial whose tuner died (SIGKILL, a lost machine) stops counting as running
+            # STALE_SECONDS after its last one, and the next tuner on the storage runs it again.
+            storage = optuna.storages.RDBStorage(
+                self.storage, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=STALE_SECONDS
+            )
+            existing = len(optuna.load_study(study_name=self.study_name, storage=storage).trials)
         except KeyError:  # no such study yet
             existing = 0
         except Exception as exc:  # a malformed URL, an unreachable database: SQLAlchemy's many errors
@@ -318,7 +368,7 @@ class Tuner:
             n_startup_trials=self.pruner_startup, n_warmup_steps=self.pruner_warmup * self.eval_every
         )
         study = optuna.create_study(
-            storage=self.storage,
+            storage=storage,
             sampler=sampler,
             pruner=pruner,
             study_name=self.study_name,
@@ -335,12 +385,20 @@ class Tuner:
             raise ConfigError(f"cannot create study directory {self.study_dir}: {exc.strerror or exc}") from None
 
     @staticmethod
-    def finished_trials(study: optuna.Study) -> int:
-        """Trials that count towards --trials: completed, pruned, failed (not interrupted ones)."""
+    def counts(trial: optuna.trial.FrozenTrial, running: bool = False) -> bool:
+        """Whether a trial counts towards --trials: completed, pruned, or failed by its own error (not
+        interrupted, not surplus, not left by a tuner that died); with `running`, running ones too."""
         from optuna.trial import TrialState
 
-        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        return sum(1 for t in study.trials if t.state in states and not t.user_attrs.get("interrupted"))
+        if trial.state == TrialState.FAIL:
+            return "error" in trial.user_attrs and not trial.user_attrs.get("interrupted")
+        return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+            running and trial.state == TrialState.RUNNING
+        )
+
+    def finished_trials(self, study: optuna.Study) -> int:
+        """Trials that count towards --trials and have ended."""
+        return sum(1 for t in study.get_trials(deepcopy=False) if self.counts(t))
 
     # ------------------------------------------------------------------ running
     def run(self, study: optuna.Study, todo: int) -> bool:
@@ -348,14 +406,19 @@ class Tuner:
         tickets = iter(range(todo))
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         started = []
+        timed_out = threading.Event()
 
         def worker() -> None:
-            while not self.stop.is_set():
+            while not (self.stop.is_set() or self.full.is_set()):
                 with self.lock:
-                    if (deadline is not None and time.monotonic() > deadline) or next(tickets, None) is None:
+                    if deadline is not None and time.monotonic() > deadline:
+                        timed_out.set()
+                        return
+                    if next(tickets, None) is None:
                         return
                     started.append(1)
-                self.run_trial(study)
+                if not self.run_trial(study):
+                    return
 
         interrupted = threading.Event()
 
@@ -367,6 +430,7 @@ class Tuner:
             self.stop.set()
             self.signal_trials(signal.SIGTERM)
 
+        owns_ray = self.connect_ray()
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             threads = [threading.Thread(target=worker, name=f"drl-tune-{i}", daemon=True) for i in range(self.jobs)]
@@ -378,27 +442,58 @@ class Tuner:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        if len(started) < todo and not self.stop.is_set():
+            if owns_ray:
+                import ray
+
+                ray.shutdown()
+        if timed_out.is_set() and not self.stop.is_set():
             print(f"drl: --timeout {self.timeout:g} s passed: started {len(started)} of {todo} trials", file=sys.stderr)
         return not interrupted.is_set()
+
+    def connect_ray(self) -> bool:
+        """With --ray-address: join the cluster (one line when it cannot, or has too few CPUs for
+        --jobs trials at once); whether this call joined it."""
+        if self.ray_address is None:
+            return False
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigError("drl tune --ray-address needs Ray: pip install 'drl[distributed]'") from None
+        from runners.ray_workers import connect
+
+        cpus = math.ceil(self.jobs * self.trial_cpus)
+        try:
+            return connect(self.ray_address, cpus, f"--jobs {self.jobs} trials of --trial-cpus {self.trial_cpus:g}")
+        except EnvError as exc:
+            raise ConfigError(str(exc)) from None
 
     def signal_trials(self, sig: signal.Signals) -> None:
         with self.lock:
             processes = list(self.processes.values())
         for process in processes:
-            try:
-                if sig == signal.SIGKILL:
-                    os.killpg(process.pid, sig)  # the trial and any env worker processes it started
-                else:
-                    process.send_signal(sig)  # drl train checkpoints, stops its workers, exits 130
-            except (ProcessLookupError, PermissionError):
-                pass
+            if sig == signal.SIGKILL:
+                process.kill()  # the trial and any env worker processes it started
+            else:
+                process.send_signal(sig)  # drl train checkpoints, stops its workers, exits 130
 
-    def run_trial(self, study: optuna.Study) -> None:
-        """Ask for a trial, train it as a `drl train` process, tell the study how it ended."""
+    def run_trial(self, study: optuna.Study) -> bool:
+        """Ask for a trial, train it as a `drl train` process, tell the study how it ended; False
+        when the study already has --trials trials (other tuners on the same storage ran them)."""
+        import optuna
         from optuna.trial import TrialState
 
-        trial = study.ask()
+        optuna.storages.fail_stale_trials(study)  # running trials of tuners that died
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")  # we beat ourselves, below
+            trial = study.ask()
+        self.heartbeat(trial, now=True)
+        ahead = [
+            t for t in study.get_trials(deepcopy=False) if t.number < trial.number and self.counts(t, running=True)
+        ]
+        if len(ahead) >= self.trials:
+            trial.set_user_attr("surplus", True)
+            study.tell(trial, state=TrialState.FAIL)
+            return False
         sampled = SPACES[self.algo](trial)
         fixed = _option_names(self.passthrough)  # given after `--`: those win over the sampled values
         options = {name: value for name, value in sampled.items() if name not in fixed}
@@ -429,44 +524,54 @@ class Tuner:
             if outcome.exit_code == 2 and outcome.state == "failed":  # bad input: every trial would fail
                 self.bad_input = self.bad_input or f"trial {trial.number} ({run_dir}): {outcome.error}"
                 self.stop.set()
+        node = trial.user_attrs.get("node")
         with self.lock:
-            print(f"{line}; {_short(options)}", flush=True)
+            print(f"{line}; {_short(options)}" + (f"; on Ray node {node}" if node else ""), flush=True)
+            self.heartbeats.pop(trial.number, None)
+        return True
 
-    def command(self, options: dict[str, Any], run_dir: Path) -> list[str]:
-        """The trial's `drl train` command line."""
-        command = [sys.executable, "-m", "runners.cli", "train", self.algo, self.env_id]
-        command += ["--run-dir", str(run_dir), "--seed", str(self.seed), "--total-steps", str(self.steps)]
-        command += ["--eval-every", str(self.eval_every), "--no-progress"]
+    def heartbeat(self, trial: optuna.Trial, now: bool = False) -> None:
+        """Tell the storage the trial is alive, every HEARTBEAT_SECONDS."""
+        last = self.heartbeats.get(trial.number, -math.inf)
+        if now or time.monotonic() - last >= HEARTBEAT_SECONDS:
+            trial.study._storage.record_heartbeat(trial._trial_id)
+            self.heartbeats[trial.number] = time.monotonic()
+
+    def train_args(self, options: dict[str, Any], run_dir: Path) -> list[str]:
+        """The trial's `drl train` arguments (after `python -m runners.cli`)."""
+        args = ["train", self.algo, self.env_id, "--run-dir", str(run_dir), "--seed", str(self.seed)]
+        args += ["--total-steps", str(self.steps), "--eval-every", str(self.eval_every), "--no-progress"]
         # One torch thread per trial: small networks gain little from more, and two threads on a
         # busy core (another trial, another job) made a CartPole run 25x slower here.
-        command += ["--torch-threads", "1"]
+        args += ["--torch-threads", "1"]
         if self.stop_when_solved:
-            command.append("--stop-when-solved")
-        return command + _flags(options) + self.passthrough
+            args.append("--stop-when-solved")
+        return args + _flags(options) + self.passthrough
+
+    def launch(self, number: int, options: dict[str, Any], run_dir: Path, log: Path) -> TrialProcess:
+        """Start the trial's process: here, or on the Ray cluster (where it writes to a directory of
+        its node, brought back into run_dir when it ends)."""
+        if self.ray_address is None:
+            return LocalTrial(self.train_args(options, run_dir), run_dir, log)
+        return RayTrial(lambda node_dir: self.train_args(options, node_dir), run_dir, log, self.trial_cpus)
 
     def train(self, trial: optuna.Trial, options: dict[str, Any], run_dir: Path) -> Outcome:
         """Run the trial's process, reporting its evaluations and pruning it when the pruner says so."""
         log_dir = self.study_dir / "logs"
         log_dir.mkdir(exist_ok=True)
         log = log_dir / f"trial_{trial.number}.log"
-        with open(log, "w") as out:
-            process = subprocess.Popen(
-                self.command(options, run_dir),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a terminal's Ctrl-C reaches the tuner only, which stops the trial once
-            )
+        process = self.launch(trial.number, options, run_dir, log)
         with self.lock:
             self.processes[trial.number] = process
-        follower = MetricsFollower(run_dir / METRICS_FILE)
+        if process.node:
+            trial.set_user_attr("node", process.node)
         reported: set[int] = set()
-        value = step = None
+        value = step = exit_code = None
         pruned = False
         try:
             while True:
-                exit_code = process.poll()
-                for row_step, row_value in follower.evaluations():
+                exit_code, evaluations = process.poll()
+                for row_step, row_value in evaluations:
                     value, step = row_value, row_step
                     bucket = (row_step // self.eval_every) * self.eval_every
                     if bucket in reported:
@@ -481,11 +586,12 @@ class Tuner:
                         process.send_signal(signal.SIGTERM)  # drl train checkpoints and exits 130
                 if exit_code is not None:
                     break
+                self.heartbeat(trial)
                 time.sleep(POLL_SECONDS)
         finally:
-            if process.poll() is None:  # the tuner itself failed: leave no trial behind
+            if exit_code is None:  # the tuner itself failed: leave no trial behind
                 process.kill()
-                process.wait()
+            process.finish()  # a Ray trial's run directory and log come back
             with self.lock:
                 self.processes.pop(trial.number, None)
         status = read_status(run_dir).get("status")
@@ -496,7 +602,7 @@ class Tuner:
         if exit_code == 130 and self.stop.is_set():
             return Outcome("interrupted", value, step, error="stopped by Ctrl-C", exit_code=exit_code)
         if exit_code != 0:
-            return Outcome("failed", value, step, error=_first_error_line(log), exit_code=exit_code)
+            return Outcome("failed", value, step, error=process.error or _first_error_line(log), exit_code=exit_code)
         if value is None:
             return Outcome("failed", error=f"no {EVAL_KEY} in {run_dir / METRICS_FILE}", exit_code=exit_code)
         if status == "solved":
@@ -513,7 +619,7 @@ class Tuner:
 
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-        failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if "error" in t.user_attrs]
         print(f"study {study.study_name}: {len(complete)} complete, {len(pruned)} pruned, {len(failed)} failed")
         if not complete:
             print("drl: no trial completed: no best trial, no preset", file=sys.stderr)
@@ -569,6 +675,189 @@ class Tuner:
             plt.close(figure)
             lines.append(f"plot {path}")
         return lines
+
+
+class TrialProcess(Protocol):
+    """A trial's running `drl train` process, here or on a Ray node."""
+
+    node: str
+    """Where it runs: the Ray node's address, or "" for this machine."""
+    error: str
+    """Why the process was lost, when it ended without its own say (a Ray node gone); else ""."""
+
+    def poll(self) -> tuple[int | None, list[tuple[int, float]]]:
+        """Its exit code (None while it runs) and the evaluations it logged since the last call."""
+        ...
+
+    def send_signal(self, sig: signal.Signals) -> None: ...
+
+    def kill(self) -> None:
+        """SIGKILL to the trial and to every process it started."""
+        ...
+
+    def finish(self) -> None:
+        """After it ended: its run directory and log are in place on this machine."""
+        ...
+
+
+class LocalTrial:
+    """A trial as a child process of the tuner, writing its run directory and log in place."""
+
+    node = ""
+    error = ""
+
+    def __init__(self, args: list[str], run_dir: Path, log: Path) -> None:
+        self.process = _start_train(args, log)
+        self.follower = MetricsFollower(run_dir / METRICS_FILE)
+
+    def poll(self) -> tuple[int | None, list[tuple[int, float]]]:
+        exit_code = self.process.poll()  # first: a process that has ended has written all its rows
+        return exit_code, self.follower.evaluations()
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(sig)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def finish(self) -> None:
+        pass
+
+
+def _start_train(args: list[str], log: Path) -> subprocess.Popen:
+    """`python -m runners.cli ARGS` with its output in `log`, in a session of its own (a terminal's
+    Ctrl-C reaches the tuner only, which stops the trial once). On Linux the process gets SIGKILL
+    when the one starting it dies (a Ray actor killed with its driver leaves no trial running)."""
+    command = [sys.executable, "-m", "runners.cli", *args]
+    if sys.platform == "linux":
+        command = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *command]
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+_DIE_WITH_PARENT = """\
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):  # the parent died before prctl
+    sys.exit(137)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+class TrialHost:
+    """A Ray actor running one trial's `drl train` process on its node, in a directory of its own
+    (RUN_DIR `run` and the log `log`); `pack` and `chunk` send both back when the trial ends."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="drl-trial-"))
+        self.process: subprocess.Popen | None = None
+
+    def where(self) -> tuple[str, str]:
+        """The node's address and the directory to put the trial's run directory in."""
+        import ray
+
+        return ray.util.get_node_ip_address(), str(self.dir / "run")
+
+    def start(self, args: list[str]) -> None:
+        self.process = _start_train(args, self.dir / "log")
+        self.follower = MetricsFollower(self.dir / "run" / METRICS_FILE)
+
+    def poll(self) -> tuple[int | None, list[tuple[int, float]]]:
+        exit_code = self.process.poll()
+        return exit_code, self.follower.evaluations()
+
+    def send_signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(sig)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def pack(self) -> int:
+        """The run directory and log as one tar file (uncompressed: checkpoints barely compress); its size."""
+        with tarfile.open(self.dir / "trial.tar", "w") as tar:
+            for name in ("run", "log"):
+                if (self.dir / name).exists():
+                    tar.add(self.dir / name, arcname=name)
+        return (self.dir / "trial.tar").stat().st_size
+
+    def chunk(self, offset: int) -> bytes:
+        with open(self.dir / "trial.tar", "rb") as file:
+            file.seek(offset)
+            return file.read(CHUNK_BYTES)
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RayTrial:
+    """A trial on the Ray cluster: a `TrialHost` actor holding `cpus` CPUs of some node runs it there;
+    when it ends, its run directory and log are copied back to `run_dir` and `log`."""
+
+    def __init__(self, build_args: Callable[[Path], list[str]], run_dir: Path, log: Path, cpus: float) -> None:
+        import ray
+
+        self.ray, self.run_dir, self.log = ray, run_dir, log
+        self.error = ""
+        self.actor = ray.remote(num_cpus=cpus, max_restarts=0)(TrialHost).remote()
+        try:
+            self.node, node_run_dir = ray.get(self.actor.where.remote())
+            ray.get(self.actor.start.remote(build_args(Path(node_run_dir))))
+        except BaseException:
+            ray.kill(self.actor)
+            raise
+
+    def _call(self, method: str, *args: Any, timeout: float = RAY_CALL_SECONDS) -> Any:
+        """One call to the actor; a lost actor (its node gone) sets `error` and raises ConnectionError."""
+        try:
+            return self.ray.get(getattr(self.actor, method).remote(*args), timeout=timeout)
+        except (self.ray.exceptions.RayActorError, self.ray.exceptions.GetTimeoutError) as exc:
+            self.error = (
+                self.error or f"lost the trial on Ray node {self.node}: {type(exc).__name__}: {first_line(exc)}"
+            )
+            raise ConnectionError(self.error) from None
+
+    def poll(self) -> tuple[int | None, list[tuple[int, float]]]:
+        try:
+            return self._call("poll")
+        except ConnectionError:
+            return LOST_EXIT_CODE, []
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        self.actor.send_signal.remote(int(sig))  # not waiting: it may be a signal handler's call
+
+    def kill(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            self._call("kill")
+
+    def finish(self) -> None:
+        """Copy the run directory and log back (in chunks through Ray's object store), then end the actor."""
+        try:
+            size = self._call("pack")
+            with tempfile.TemporaryDirectory(dir=self.run_dir.parent, prefix=".incoming-") as staging:
+                tar_path = Path(staging) / "trial.tar"
+                with open(tar_path, "wb") as file:
+                    while file.tell() < size:
+                        file.write(self._call("chunk", file.tell()))
+                with tarfile.open(tar_path) as tar:
+                    tar.extractall(staging, filter="data")
+                if (Path(staging) / "run").exists():
+                    shutil.copytree(Path(staging) / "run", self.run_dir, dirs_exist_ok=True)
+                if (Path(staging) / "log").exists():
+                    shutil.copyfile(Path(staging) / "log", self.log)
+        except ConnectionError:
+            self.log.write_text(f"drl: error: {self.error}\n")
+        finally:
+            with contextlib.suppress(ConnectionError):
+                self._call("close")
+            self.ray.kill(self.actor)
 
 
 class MetricsFollower:

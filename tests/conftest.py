@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +83,60 @@ def small_ppo():
         normalize_reward=True,
     )
     return train, algo
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# A one-node Ray cluster for a test module: a `ray start --head --block` process (one per
+# pytest-xdist worker that runs tests of the module), joined by address and stopped at the end by
+# killing its process group (`ray stop` would stop every Ray instance on the machine, another test
+# worker's too). It declares 4 CPUs on this 2-core machine so that a run may resume with 3 workers,
+# one CPU each. Ray 2.60 listens on all interfaces whatever node address it is given (it swaps
+# 127.0.0.1 for a reachable one); the cluster uses Ray's token authentication, set in the
+# environment of the test (and so of every drl process it starts) while the fixture lasts.
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """The address of a one-node Ray cluster on 127.0.0.1, torn down after the module."""
+    port = free_port()
+    ray_cli = Path(sys.executable).parent / "ray"
+    command = [
+        str(ray_cli),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=4",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--temp-dir={tmp_path_factory.mktemp('ray')}",
+    ]
+    # Ray's token authentication (the default for clusters started by `ray start` since 2.59): the
+    # head and every process joining it (this one, and the drl processes it starts) share a token.
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen(
+        command, env={**drl_env(), **auth}, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert head.poll() is None, head.stderr.read().decode()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in auth.items():
+                patch.setenv(name, value)
+            yield address
+    finally:
+        # `ray start --block` takes over 30 s to honour SIGTERM (and ignores SIGINT); every Ray
+        # process of the cluster is in its process group, and nothing of it needs to survive
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=30)

@@ -1,13 +1,6 @@
-"""Rollout workers on Ray (`runners/ray_workers.py`), on a cluster the tests start on 127.0.0.1.
-
-The cluster is a `ray start --head --block` process of this module (one per pytest-xdist
-worker that runs tests of it), joined by address and stopped at the end by killing its process
-group (`ray stop` would stop every Ray instance on the machine, another test worker's too). It
-declares 4 CPUs on this 2-core machine so that a run may resume with 3 workers, one CPU each.
-Ray 2.60 listens on all interfaces whatever node address it is given (it swaps 127.0.0.1 for a
-reachable one); the cluster uses Ray's token authentication, which Ray reads when it is
-imported: this module imports it only after the
-fixture has set the token.
+"""Rollout workers on Ray (`runners/ray_workers.py`), on a cluster the tests start on 127.0.0.1
+(the `ray_cluster` fixture of conftest.py). Ray reads its token when it is imported: this module
+imports it only after the fixture has set the token.
 """
 
 from __future__ import annotations
@@ -15,12 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import secrets
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,62 +21,12 @@ from runners.evaluate import evaluate
 from runners.run_dir import create_run_dir
 from runners.trainer import Trainer
 
-from conftest import drl_env, read_metrics, run_drl
+from conftest import read_metrics, run_drl
 
 if importlib.util.find_spec("ray") is None:
     pytest.skip("Ray is not installed (the distributed extra)", allow_module_level=True)
 
 HELD_OUT = 1234
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """The address of a one-node Ray cluster on 127.0.0.1, torn down after the module."""
-    port = free_port()
-    ray_cli = Path(sys.executable).parent / "ray"
-    command = [
-        str(ray_cli),
-        "start",
-        "--head",
-        "--block",
-        f"--port={port}",
-        "--node-ip-address=127.0.0.1",
-        "--num-cpus=4",
-        "--include-dashboard=false",
-        "--disable-usage-stats",
-        f"--temp-dir={tmp_path_factory.mktemp('ray')}",
-    ]
-    # Ray's token authentication (the default for clusters started by `ray start` since 2.59): the
-    # head and every process joining it (this one, and the drl processes it starts) share a token.
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0"}
-    head = subprocess.Popen(
-        command, env={**drl_env(), **auth}, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert head.poll() is None, head.stderr.read().decode()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in auth.items():
-                patch.setenv(name, value)
-            yield address
-    finally:
-        # `ray start --block` takes over 30 s to honour SIGTERM (and ignores SIGINT); every Ray
-        # process of the cluster is in its process group, and nothing of it needs to survive
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait(timeout=30)
 
 
 def without_worker_counters(rows: list[dict]) -> list[dict]:
@@ -105,21 +43,21 @@ def preset_run(tmp_path: Path, name: str, algo: str = "ppo", env_id: str = "Cart
     return trainer
 
 
-def test_sync_workers_write_the_metrics_of_the_local_run(tmp_path, cluster):
+def test_sync_workers_write_the_metrics_of_the_local_run(tmp_path, ray_cluster):
     # PPO through 2 workers x 2 envs against the same run with 4 local envs: env i gets the same
     # seed either way, so every logged value must be identical, not close.
     common = dict(num_envs=4, total_steps=4096, eval_every=2048, eval_episodes=3, log_every=512, checkpoint_every=0)
     local = preset_run(tmp_path, "local", **common)
     local.run(local.run_dir)
-    remote = preset_run(tmp_path, "ray", num_workers=2, ray_address=cluster, **common)
+    remote = preset_run(tmp_path, "ray", num_workers=2, ray_address=ray_cluster, **common)
     remote.run(remote.run_dir)
     expected = read_metrics(local.run_dir)
     assert len(expected) >= 8 and any("eval/mean_return" in row for row in expected)
     assert without_worker_counters(read_metrics(remote.run_dir)) == expected
 
 
-def test_a_killed_worker_is_restarted_and_the_run_still_learns(tmp_path, cluster):
-    trainer = preset_run(tmp_path, "fault", num_workers=2, ray_address=cluster, eval_every=0, checkpoint_every=0)
+def test_a_killed_worker_is_restarted_and_the_run_still_learns(tmp_path, ray_cluster):
+    trainer = preset_run(tmp_path, "fault", num_workers=2, ray_address=ray_cluster, eval_every=0, checkpoint_every=0)
     killed = []
 
     import ray
@@ -139,13 +77,13 @@ def test_a_killed_worker_is_restarted_and_the_run_still_learns(tmp_path, cluster
     assert held_out.mean_return >= 475, held_out.returns
 
 
-def test_a_run_resumes_with_another_number_of_workers(tmp_path, cluster):
-    base = ["--seed", "3", "--eval-episodes", "0", "--log-every", "256", "--no-progress", "--ray-address", cluster]
+def test_a_run_resumes_with_another_number_of_workers(tmp_path, ray_cluster):
+    base = ["--seed", "3", "--eval-episodes", "0", "--log-every", "256", "--no-progress", "--ray-address", ray_cluster]
     first = run_drl("train", "ppo", "CartPole-v1", "--run-dir", "r", "--num-workers", "2", "--total-steps", "2048",
                     *base, cwd=tmp_path)  # fmt: skip
     assert first.returncode == 0, first.stderr
     for workers, steps in (("1", "4096"), ("3", "8192")):
-        resumed = run_drl("train", "--resume", "r", "--num-workers", workers, "--ray-address", cluster,
+        resumed = run_drl("train", "--resume", "r", "--num-workers", workers, "--ray-address", ray_cluster,
                           "--total-steps", steps, cwd=tmp_path)  # fmt: skip
         assert resumed.returncode == 0, resumed.stderr
         config = (tmp_path / "r" / "config.yaml").read_text()
@@ -153,7 +91,7 @@ def test_a_run_resumes_with_another_number_of_workers(tmp_path, cluster):
         assert "resuming r from step" in resumed.stderr
         status = json.loads((tmp_path / "r" / "run.json").read_text())
         assert status["status"] == "finished" and status["global_step"] >= int(steps), status
-    more = run_drl("train", "--resume", "r", "--envs-per-worker", "2", "--ray-address", cluster,
+    more = run_drl("train", "--resume", "r", "--envs-per-worker", "2", "--ray-address", ray_cluster,
                    "--total-steps", "10240", cwd=tmp_path)  # fmt: skip
     assert more.returncode == 0, more.stderr
     assert "num_envs: 6" in (tmp_path / "r" / "config.yaml").read_text()  # 3 workers x 2 envs
@@ -161,9 +99,9 @@ def test_a_run_resumes_with_another_number_of_workers(tmp_path, cluster):
     assert steps == sorted(steps) and steps[-1] >= 10240
 
 
-def test_a_worker_whose_env_raises_ends_the_run_with_one_line(tmp_path, cluster):
+def test_a_worker_whose_env_raises_ends_the_run_with_one_line(tmp_path, ray_cluster):
     result = run_drl("train", "ppo", "toy_envs:FailingStep-v0", "--num-workers", "1", "--num-envs", "1",
-                     "--ray-address", cluster, "--total-steps", "4096", "--no-progress", cwd=tmp_path)  # fmt: skip
+                     "--ray-address", ray_cluster, "--total-steps", "4096", "--no-progress", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2, (result.stdout, result.stderr)
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("drl: error: toy_envs:FailingStep-v0 raised in rollout worker 0 while stepping")
@@ -185,12 +123,12 @@ def test_workers_need_an_on_policy_algorithm(tmp_path):
     assert result.returncode == 2 and "on-policy" in result.stderr, result.stderr
 
 
-def test_appo_learns_cartpole_on_two_asynchronous_workers(tmp_path, cluster):
+def test_appo_learns_cartpole_on_two_asynchronous_workers(tmp_path, ray_cluster):
     # Asynchronous workers make the run depend on timing (which unroll the learner takes first,
     # how old it is), so the final policy of a loaded machine is not that of an idle one (220 on
     # a loaded CI machine once, 500 here). As the learning tests do, the run stops at the first
     # evaluation (every 10k steps, 20 episodes) reaching the preset's 475, within its 100k steps.
-    trainer = preset_run(tmp_path, "appo", "appo", ray_address=cluster, checkpoint_every=0,
+    trainer = preset_run(tmp_path, "appo", "appo", ray_address=ray_cluster, checkpoint_every=0,
                          stop_when_solved=True, eval_every=10_000, eval_episodes=20)  # fmt: skip
     result = trainer.run(trainer.run_dir)
     assert result.status == "solved", result

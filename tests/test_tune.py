@@ -4,8 +4,12 @@ the preset it writes, continuing from its storage, bad input, optuna missing).""
 from __future__ import annotations
 
 import json
+import secrets
+import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +136,93 @@ def test_without_optuna_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr == "drl: error: drl tune needs optuna: pip install 'drl[tune]'\n"
     assert not (tmp_path / "runs").exists()
+
+
+def test_trials_run_on_a_ray_cluster_and_their_runs_come_back(tmp_path, ray_cluster):
+    pytest.importorskip("ray")
+    study_dir = tmp_path / "study"
+    result = run_drl(
+        "tune", "ppo", "CartPole-v1", "--trials", "3", "--jobs", "2", "--ray-address", ray_cluster,
+        *SMALL_STUDY, "--study-dir", "study", *SMALL_TRIALS, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    lines = [line for line in result.stdout.splitlines() if line.startswith("trial ")]
+    assert sorted(line.split(":")[0] for line in lines) == ["trial 0", "trial 1", "trial 2"], result.stdout
+    study = optuna.load_study(study_name="ppo_CartPole-v1", storage=f"sqlite:///{study_dir / 'study.db'}")
+    nodes = {t.user_attrs["node"] for t in study.trials}  # the cluster's one node (Ray may name another address)
+    assert len(nodes) == 1 and all(line.endswith(f"; on Ray node {min(nodes)}") for line in lines), lines
+    # Each trial wrote into a directory of its Ray node; it came back whole into the study directory.
+    for trial in study.trials:
+        run_dir = study_dir / f"trial_{trial.number}"
+        status = json.loads((run_dir / "run.json").read_text())
+        assert status["status"] in ("finished", "solved", "interrupted"), status
+        assert (run_dir / "config.yaml").is_file() and (run_dir / "metrics.jsonl").stat().st_size > 0
+        assert (study_dir / "logs" / f"trial_{trial.number}.log").is_file()
+    runs = run_drl("runs", "study", "--json", cwd=tmp_path)
+    assert runs.returncode == 0 and len(json.loads(runs.stdout)) == 3, runs.stderr
+    assert (study_dir / "best_preset.yaml").is_file()
+
+
+def test_a_cluster_too_small_for_the_jobs_is_refused_in_one_line(tmp_path, ray_cluster):
+    pytest.importorskip("ray")
+    result = run_drl(
+        "tune", "ppo", "CartPole-v1", "--trials", "3", "--jobs", "3", "--trial-cpus", "2", "--ray-address",
+        ray_cluster, "--study-dir", "study", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "drl: error: the Ray cluster has 4 CPUs and --jobs 3 trials of --trial-cpus 2 need 6; "
+        "ask for fewer or add machines"
+    ), result.stderr
+
+
+def trial_pids(token: str) -> list[int]:
+    """The running `drl train` processes whose command line holds `token`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if b"runners.cli" in command and token.encode() in command:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc; trials die with their parent on Linux only")
+@pytest.mark.parametrize("on_ray", [False, True], ids=["local", "ray"])
+def test_a_killed_tuner_leaves_no_trial_running(tmp_path, request, on_ray):
+    """SIGKILL to the tuner (no chance to stop its trials): its trial processes die with it."""
+    steps = str(900_000 + secrets.randbelow(99_999))  # marks this test's trials among the machine's processes
+    ray = ["--ray-address", request.getfixturevalue("ray_cluster")] if on_ray else []
+    command = [shutil.which("drl"), "tune", "ppo", "CartPole-v1", "--trials", "2", "--steps", steps, *ray]
+    tuner = subprocess.Popen(command, cwd=tmp_path, env=drl_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while not trial_pids(steps):
+            assert tuner.poll() is None, tuner.stderr.read().decode()
+            assert time.monotonic() < deadline, "no trial started"
+            time.sleep(0.2)
+    finally:
+        tuner.kill()
+        tuner.wait()
+    deadline = time.monotonic() + 30
+    while trial_pids(steps) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not trial_pids(steps)
+
+
+def test_two_tuners_on_one_storage_run_the_trials_asked_for(tmp_path):
+    """Two tuners (two machines, say) share a study: together they run --trials trials, not more."""
+    command = [shutil.which("drl"), "tune", "ppo", "CartPole-v1", "--trials", "3", *SMALL_STUDY]
+    command += ["--study-dir", "study", "--pruner-startup", "9", *SMALL_TRIALS]  # fmt: skip
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    tuners = [subprocess.Popen(command, cwd=tmp_path, env=drl_env(), **pipes) for _ in range(2)]
+    outputs = [tuner.communicate(timeout=300) for tuner in tuners]
+    assert [tuner.returncode for tuner in tuners] == [0, 0], outputs
+    ran = sorted(line.split(":")[0] for out, _ in outputs for line in out.splitlines() if line.startswith("trial "))
+    assert len(ran) == 3, outputs
+    study = optuna.load_study(study_name="ppo_CartPole-v1", storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}")
+    counted = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(f"trial {t.number}" for t in counted) == ran
+    assert all(t.user_attrs.get("surplus") for t in study.trials if t not in counted)
