@@ -118,8 +118,13 @@ def ray_cluster(tmp_path_factory):
     # Ray's token authentication (the default for clusters started by `ray start` since 2.59): the
     # head and every process joining it (this one, and the drl processes it starts) share a token.
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0"}
+    scratch = {"TMPDIR": str(tmp_path_factory.mktemp("ray_tmp"))}  # what its actors leave behind (a killed one)
     head = subprocess.Popen(
-        command, env={**drl_env(), **auth}, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        command,
+        env={**drl_env(), **auth, **scratch},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 60
