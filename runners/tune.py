@@ -132,6 +132,8 @@ def cmd_tune(args: list[str]) -> int:
         return 130
     if tuner.bad_input is not None:
         raise ConfigError(tuner.bad_input)
+    if tuner.full.is_set():
+        tuner.wait_for_others(study)
     return tuner.report(study)
 
 
@@ -350,17 +352,24 @@ class Tuner:
         number of trials already there, so a continued study does not draw the same values again."""
         if self.storage == f"sqlite:///{self.study_dir.resolve() / 'study.db'}":
             self.make_study_dir()  # the default storage lives in it (otherwise it is made once the storage opened)
-        try:
-            # Heartbeats: a trial whose tuner died (SIGKILL, a lost machine) stops counting as running
-            # STALE_SECONDS after its last one, and the next tuner on the storage runs it again.
-            storage = optuna.storages.RDBStorage(
-                self.storage, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=STALE_SECONDS
-            )
-            existing = len(optuna.load_study(study_name=self.study_name, storage=storage).trials)
-        except KeyError:  # no such study yet
-            existing = 0
-        except Exception as exc:  # a malformed URL, an unreachable database: SQLAlchemy's many errors
-            raise ConfigError(f"cannot open storage {self.storage}: {' '.join(str(exc).split())[:200]}") from None
+        for attempt in range(2):
+            try:
+                # Heartbeats: a trial whose tuner died (SIGKILL, a lost machine) stops counting as
+                # running STALE_SECONDS after its last one, and the next tuner on the storage runs it again.
+                storage = optuna.storages.RDBStorage(
+                    self.storage, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=STALE_SECONDS
+                )
+                existing = len(optuna.load_study(study_name=self.study_name, storage=storage).trials)
+                break
+            except KeyError:  # no such study yet
+                existing = 0
+                break
+            except Exception as exc:  # a malformed URL, an unreachable database: SQLAlchemy's many errors
+                if attempt == 0:  # or another tuner creating the same new database's tables: they exist now
+                    time.sleep(1.0)
+                    continue
+                error = " ".join(str(exc).split())[:200]
+                raise ConfigError(f"cannot open storage {self.storage}: {error}") from None
         sampler = optuna.samplers.TPESampler(
             n_startup_trials=self.startup_trials, seed=self.seed + existing, multivariate=True
         )
@@ -450,6 +459,24 @@ class Tuner:
             print(f"drl: --timeout {self.timeout:g} s passed: started {len(started)} of {todo} trials", file=sys.stderr)
         return not interrupted.is_set()
 
+    def wait_for_others(self, study: optuna.Study) -> None:
+        """Until the trials other tuners are running have ended (or gone stale), so that the report
+        covers the whole study."""
+        import optuna
+        from optuna.trial import TrialState
+
+        announced = False
+        while True:
+            optuna.storages.fail_stale_trials(study)
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not running:
+                return
+            if not announced:
+                numbers = ", ".join(str(t.number) for t in running)
+                print(f"drl: waiting for trials {numbers}, run by other tuners", file=sys.stderr, flush=True)
+                announced = True
+            time.sleep(1.0)
+
     def connect_ray(self) -> bool:
         """With --ray-address: join the cluster (one line when it cannot, or has too few CPUs for
         --jobs trials at once); whether this call joined it."""
@@ -487,12 +514,14 @@ class Tuner:
             warnings.filterwarnings("ignore", message="Heartbeat of storage")  # we beat ourselves, below
             trial = study.ask()
         self.heartbeat(trial, now=True)
-        ahead = [
-            t for t in study.get_trials(deepcopy=False) if t.number < trial.number and self.counts(t, running=True)
-        ]
-        if len(ahead) >= self.trials:
+        ahead = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
+        if sum(self.counts(t, running=True) for t in ahead) >= self.trials:
             trial.set_user_attr("surplus", True)
             study.tell(trial, state=TrialState.FAIL)
+            with self.lock:
+                if not self.full.is_set():
+                    print(f"drl: the study has its {self.trials} trials (other tuners ran some)", file=sys.stderr)
+                    self.full.set()
             return False
         sampled = SPACES[self.algo](trial)
         fixed = _option_names(self.passthrough)  # given after `--`: those win over the sampled values
