@@ -18,6 +18,7 @@ only when it logs.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
@@ -86,6 +87,11 @@ class OnPolicyAgent(Agent, Protocol):
         self, obs: torch.Tensor, state: torch.Tensor | None = None, starts: torch.Tensor | None = None
     ) -> torch.Tensor:
         """State values [N] of raw observations [N, ...]."""
+        ...
+
+    def frozen(self) -> AbstractContextManager[None]:
+        """A context around one rollout: the weights do not change within, so `act` and `value`
+        may run on what the agent derives from them on entry (bfloat16 copies of CNN weights)."""
         ...
 
     def update(self, batch: Rollout, progress: Progress) -> Metrics:

@@ -18,6 +18,7 @@ of reward scaling, and advantage standardisation (over each rank's own minibatch
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -34,6 +35,7 @@ from agents.normalize import ObservationNormalizer, RewardScaler
 from agents.schedules import Schedule
 from networks import NetworkConfig, build_actor_critic
 from networks.actor_critic import PolicyOutput, RecurrentActorCritic
+from networks.cnn import frozen_weights
 
 
 @dataclass
@@ -178,6 +180,11 @@ class OnPolicyBase:
         if self.recurrent:
             return self.net.act(self.preprocess(obs), state, starts, deterministic, generator)
         return self.net.act(self.preprocess(obs), deterministic, generator)
+
+    def frozen(self) -> AbstractContextManager[None]:
+        """For one rollout: bfloat16 CNNs act on bfloat16 copies of their weights made on entry
+        (`networks.cnn.frozen_weights`), not on weights cast at every step."""
+        return frozen_weights(self.net)
 
     def predict(
         self, obs: torch.Tensor, deterministic: bool = True, generator: torch.Generator | None = None

@@ -2,20 +2,24 @@
 EnvPool backends, at 8 and 16 envs, measured in the same run.
 
 For each backend and env count it builds the Atari PPO preset's agent (Nature CNN,
-n_steps 128) on ALE/Pong-v5 and reports two rates over a few rollouts, after one warm-up
-rollout:
+n_steps 128) on ALE/Pong-v5 once for every variant and reports three rates:
   env      steps/s of the env alone, stepped with random actions (no policy);
   collect  steps/s of rollout collection alone (env stepping, policy inference, storage);
   train    steps/s of whole PPO iterations (collection and the update: 4 epochs of 256-sample
            minibatches), i.e. training speed.
+The variants take turns, one rollout (then one iteration) each, after a warm-up iteration each,
+and the rates are medians over --rollouts turns: on a shared machine whose speed drifts by tens
+of percent within minutes, each variant meets the same drift.
 
-Each is measured for the variants of the CNN's arithmetic (`VARIANTS`): "before" is the code
-before issue 19 (float32, NCHW images), "float32" lays images and conv weights out
-channels-last (the float32 default now), "bfloat16" is `--cnn-precision bfloat16` (autocast);
-the table gives each one's training rate as a multiple of "before"'s, measured in the same run.
+The variants (`VARIANTS`): "before" is the code before issue 19 (float32, NCHW images, and V
+evaluated at the final observation of every step of a rollout, not only of truncated ones),
+"float32" lays images and conv weights out channels-last (the float32 default now), "bfloat16"
+is `--cnn-precision bfloat16` (autocast; what auto picks on a CPU with AVX512-BF16 or AMX), and
+"bf16+compile" adds `--compile`. The table gives each one's training rate as a multiple of
+"before"'s, measured in the same run.
 
     python benchmarks/atari_throughput.py                  # 8 and 16 envs, both backends
-    python benchmarks/atari_throughput.py --envs 8 --rollouts 3 --threads 2
+    python benchmarks/atari_throughput.py --envs 8 --rollouts 7 --threads 2 --variants before float32 bfloat16
 
 Needs the `atari` and `envpool` extras.
 """
@@ -23,6 +27,7 @@ Needs the `atari` and `envpool` extras.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -36,47 +41,70 @@ from runners.config import TrainConfig
 from runners.rollout import OnPolicyLoop
 from runners.trainer import build_agent
 
+VARIANTS = {  # precision, channels-last in that precision, V at truncated steps only, --compile
+    "before": ("float32", False, False, False),  # the code before issue 19
+    "float32": ("float32", True, True, False),  # float32 with channels-last images and conv weights
+    "bfloat16": ("bfloat16", False, True, False),  # --cnn-precision bfloat16 (auto on this CPU)
+    "bf16+compile": ("bfloat16", False, True, True),  # and --compile: the gradient step through torch.compile
+}
 
-def measure(
-    env_id: str, backend: str, num_envs: int, rollouts: int, precision: str, compile: bool = False
-) -> tuple[float, float, float]:
+
+def env_rate(env_id: str, backend: str, num_envs: int) -> float:
+    """Env steps/s with random actions, no policy."""
+    env = envs.make(env_id, num_envs, backend, seed=0)
+    try:
+        env.reset(seed=0)
+        actions = torch.randint(0, int(env.single_action_space.n), (512, num_envs))
+        t0 = time.perf_counter()
+        for a in actions:
+            env.step(a)
+        return 512 * num_envs / (time.perf_counter() - t0)
+    finally:
+        env.close()
+
+
+def build(env_id: str, backend: str, num_envs: int, variant: str) -> OnPolicyLoop:
+    """The preset's PPO loop on its own env, with the variant's arithmetic, warmed up by one iteration."""
+    precision, channels_last, select_truncated, compile = VARIANTS[variant]
     train = TrainConfig(algo="ppo", env_id=env_id, seed=0, device="cpu", backend=backend, compile=compile)
     agent_cfg = get_algorithm("ppo").config_cls()
     name, values = load_preset("ppo", env_id, None, backend)
     set_values([train, agent_cfg], {**values, "cnn_precision": precision}, f"preset {name}")
     train.num_envs = num_envs
     env = envs.make(env_id, num_envs, backend, seed=0)
+    saved = dict(cnn.CHANNELS_LAST)
+    cnn.CHANNELS_LAST[precision] = channels_last  # read when the encoder is built
     try:
-        env.reset(seed=0)
-        actions = torch.randint(0, int(env.single_action_space.n), (64, num_envs))
-        t0 = time.perf_counter()
-        for a in actions.repeat(8, 1):
-            env.step(a)
-        raw = 512 * num_envs / (time.perf_counter() - t0)
         agent = build_agent(train, agent_cfg, env, torch.device("cpu"))
-        loop = OnPolicyLoop(env, agent, total_steps=10**7)
-        loop.reset(seed=0)
-        loop.iterate(0)  # warm-up: allocations, first resets
-        collector = loop.collector
-        t0 = time.perf_counter()
-        for _ in range(rollouts):
-            collector.collect()
-        collect = rollouts * loop.steps_per_iteration / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for i in range(rollouts):
-            loop.iterate(i * loop.steps_per_iteration)
-        trained = rollouts * loop.steps_per_iteration / (time.perf_counter() - t0)
     finally:
-        env.close()
-    return raw, collect, trained
+        cnn.CHANNELS_LAST.update(saved)
+    loop = OnPolicyLoop(env, agent, total_steps=10**7)
+    loop.collector.select_truncated = select_truncated
+    loop.reset(seed=0)
+    loop.iterate(0)  # warm-up: allocations, first resets, compilation
+    return loop
 
 
-VARIANTS = {
-    "before": ("float32", False),  # the code before issue 19: float32, images as they come (NCHW)
-    "float32": ("float32", True),  # float32 with channels-last images and conv weights
-    "bfloat16": ("bfloat16", False),  # --cnn-precision bfloat16 (auto on this CPU): the CNN under autocast
-    "bf16+compile": ("bfloat16", False),  # and --compile: the gradient step through torch.compile
-}
+def measure(env_id: str, backend: str, num_envs: int, variants: list[str], rounds: int) -> dict[str, tuple]:
+    """(env, collect, train) steps/s of each variant, its rollouts and iterations taking turns."""
+    raw = env_rate(env_id, backend, num_envs)
+    loops = {variant: build(env_id, backend, num_envs, variant) for variant in variants}
+    collect: dict[str, list[float]] = {v: [] for v in variants}
+    train: dict[str, list[float]] = {v: [] for v in variants}
+    try:
+        for r in range(rounds):
+            for variant, loop in loops.items():
+                t0 = time.perf_counter()
+                loop.collector.collect()
+                collect[variant].append(loop.steps_per_iteration / (time.perf_counter() - t0))
+            for variant, loop in loops.items():
+                t0 = time.perf_counter()
+                loop.iterate(r * loop.steps_per_iteration)
+                train[variant].append(loop.steps_per_iteration / (time.perf_counter() - t0))
+    finally:
+        for loop in loops.values():
+            loop.collector.env.close()
+    return {v: (raw, statistics.median(collect[v]), statistics.median(train[v])) for v in variants}
 
 
 def main() -> None:
@@ -85,7 +113,7 @@ def main() -> None:
     parser.add_argument("--envs", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--backends", nargs="+", default=["gym", "envpool"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--rollouts", type=int, default=3, help="timed rollouts per measurement")
+    parser.add_argument("--rollouts", type=int, default=5, help="turns of each variant (median)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -94,21 +122,13 @@ def main() -> None:
     results: dict[tuple[str, int, str], tuple[float, float, float]] = {}
     for n in args.envs:
         for backend in args.backends:
-            for variant in args.variants:
-                precision, channels_last = VARIANTS[variant]
-                saved = dict(cnn.CHANNELS_LAST)
-                cnn.CHANNELS_LAST[precision] = channels_last
-                try:
-                    compiled = variant.endswith("compile")
-                    results[backend, n, variant] = measure(args.env, backend, n, args.rollouts, precision, compiled)
-                finally:
-                    cnn.CHANNELS_LAST.update(saved)
-                rates = ", ".join(f"{r:.0f}" for r in results[backend, n, variant])
-                print(f"{backend:>8} {n:>3} envs {variant:>12}: {rates}", flush=True)
+            for variant, rates in measure(args.env, backend, n, args.variants, args.rollouts).items():
+                results[backend, n, variant] = rates
+                print(f"{backend:>8} {n:>3} envs {variant:>12}: " + ", ".join(f"{r:.0f}" for r in rates), flush=True)
 
-    print(f"\n{args.env}, PPO Atari preset, torch threads {torch.get_num_threads()}")
+    print(f"\n{args.env}, PPO Atari preset, torch threads {torch.get_num_threads()}, medians of {args.rollouts} turns")
     print(
-        f"{'envs':>5} {'backend':>8} {'variant':>9} {'env steps/s':>12} {'collect steps/s':>16} {'train steps/s':>14}"
+        f"{'envs':>5} {'backend':>8} {'variant':>12} {'env steps/s':>12} {'collect steps/s':>16} {'train steps/s':>14}"
     )
     for n in args.envs:
         for backend in args.backends:

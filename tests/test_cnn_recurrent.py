@@ -12,7 +12,7 @@ import envs
 from agents.on_policy import OnPolicyBase
 from envs.spaces import pack_obs, storage_shape, torch_dtype
 from networks.builder import NetworkConfig, UnsupportedSpaceError, build_actor_critic, build_encoder, build_q_network
-from networks.cnn import CHANNELS_LAST, ImpalaCNN, NatureCNN, native_bfloat16
+from networks.cnn import CHANNELS_LAST, ImpalaCNN, NatureCNN, frozen_weights, native_bfloat16
 from networks.heads import MultiCategoricalHead
 from networks.recurrent import RecurrentCore
 
@@ -89,6 +89,35 @@ def test_cnn_precisions_give_the_float32_features(cls):
             assert cosine > 0.99, (precision, float(cosine))
     with pytest.raises(ValueError, match="precision must be one of"):
         cls(ATARI.shape, precision="float16")
+
+
+def test_uint8_images_become_the_bfloat16_autocast_would_make():
+    pixels = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
+    scale = NatureCNN(ATARI.shape).input
+    assert torch.equal(scale(pixels, torch.bfloat16), scale(pixels).to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("cls", [NatureCNN, ImpalaCNN])
+def test_frozen_bfloat16_weights_give_the_autocast_features(cls):
+    """A rollout's forwards run on bfloat16 copies of the weights made on entry: the same features,
+    only within the context and without gradients, and nothing of them in the state dict."""
+    torch.manual_seed(0)
+    net = cls(ATARI.shape, precision="bfloat16")
+    images = atari_batch(8)
+    with torch.no_grad():
+        want = net(images)
+    keys = set(net.state_dict())
+    with frozen_weights(net):
+        assert set(net.state_dict()) == keys
+        with torch.no_grad():
+            assert torch.equal(net(images), want)
+        assert net(images).requires_grad  # a gradient forward is autocast's, on the float32 weights
+    assert "_frozen" not in net.__dict__
+    with torch.no_grad():
+        next(net.parameters()).mul_(2)  # weights changed after the rollout are the ones used
+        changed = net(images)
+        with frozen_weights(net):
+            assert torch.equal(net(images), changed) and not torch.equal(changed, want)
 
 
 def test_builder_picks_a_cnn_for_images_and_honours_the_choice():

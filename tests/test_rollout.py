@@ -1,5 +1,8 @@
 """The collector stores what happened and bootstraps truncations from the true final state."""
 
+import contextlib
+
+import pytest
 import torch
 
 import envs
@@ -19,6 +22,9 @@ class SumValueAgent:
 
     def value(self, obs, state=None, starts=None):
         return obs.sum(-1)
+
+    def frozen(self):
+        return contextlib.nullcontext()
 
 
 def test_next_values_bootstrap_from_final_obs_on_truncation_only():
@@ -49,3 +55,29 @@ def test_next_values_bootstrap_from_final_obs_on_truncation_only():
         "charts/episode_length": 3.0,
         "charts/episodes": 4.0,
     }
+
+
+@pytest.mark.parametrize("recurrent", ["none", "lstm"])
+def test_values_of_truncated_steps_alone_equal_the_batched_forward(recurrent, monkeypatch):
+    """On the CPU the collector evaluates V at the truncated steps' final observations only; the
+    values equal those of one forward over every step (the GPU's way), recurrent state included."""
+    from agents import PPOConfig
+    from networks import NetworkConfig
+    from runners.config import TrainConfig
+    from runners.trainer import build_agent
+
+    rollouts = {}
+    for select in (True, False):
+        monkeypatch.setattr(OnPolicyCollector, "select_truncated", select)
+        env = envs.make("CartPole-v1", num_envs=4, seed=0, max_episode_steps=5)
+        train = TrainConfig(algo="ppo", env_id="CartPole-v1", num_envs=4, seed=1, device="cpu")
+        agent = build_agent(train, PPOConfig(n_steps=16, network=NetworkConfig(recurrent=recurrent)), env, "cpu")
+        collector = OnPolicyCollector(env, agent, n_steps=16)
+        collector.reset(seed=0)
+        rollouts[select] = collector.collect()
+    selected, batched = rollouts[True], rollouts[False]
+    assert selected.truncated.sum() >= 8 and torch.equal(selected.truncated, batched.truncated)
+    assert torch.equal(selected.obs, batched.obs)
+    torch.testing.assert_close(selected.next_values, batched.next_values, rtol=1e-6, atol=1e-6)
+    cut = selected.truncated
+    assert not torch.allclose(selected.next_values[cut], torch.cat([selected.values[1:], selected.values[:1]])[cut])
