@@ -3,7 +3,7 @@ EnvPool backends, at 8 and 16 envs, measured in the same run.
 
 For each backend and env count it builds the Atari PPO preset's agent (Nature CNN,
 n_steps 128) on ALE/Pong-v5 once for every variant and reports three rates:
-  env      steps/s of the env alone, stepped with random actions (no policy);
+  env      steps/s of the env alone, stepped with random actions (no policy; today's env);
   collect  steps/s of rollout collection alone (env stepping, policy inference, storage);
   train    steps/s of whole PPO iterations (collection and the update: 4 epochs of 256-sample
            minibatches), i.e. training speed.
@@ -11,8 +11,9 @@ The variants take turns, one rollout (then one iteration) each, after a warm-up 
 and the rates are medians over --rollouts turns: on a shared machine whose speed drifts by tens
 of percent within minutes, each variant meets the same drift.
 
-The variants (`VARIANTS`): "before" is the code before issue 19 (float32, NCHW images, and V
-evaluated at the final observation of every step of a rollout, not only of truncated ones),
+The variants (`VARIANTS`): "before" is the code before issue 19 (float32, NCHW images, V
+evaluated at the final observation of every step of a rollout, not only of truncated ones, and
+on the gym backend a raw Atari env returning RGB screens that the preprocessing drops),
 "float32" lays images and conv weights out channels-last (the float32 default now), "bfloat16"
 is `--cnn-precision bfloat16` (autocast; what auto picks on a CPU with AVX512-BF16 or AMX), and
 "bf16+compile" adds `--compile`. The table gives each one's training rate as a multiple of
@@ -41,11 +42,11 @@ from runners.config import TrainConfig
 from runners.rollout import OnPolicyLoop
 from runners.trainer import build_agent
 
-VARIANTS = {  # precision, channels-last in that precision, V at truncated steps only, --compile
-    "before": ("float32", False, False, False),  # the code before issue 19
-    "float32": ("float32", True, True, False),  # float32 with channels-last images and conv weights
-    "bfloat16": ("bfloat16", False, True, False),  # --cnn-precision bfloat16 (auto on this CPU)
-    "bf16+compile": ("bfloat16", False, True, True),  # and --compile: the gradient step through torch.compile
+VARIANTS = {  # precision, channels-last in that precision, V at truncated steps only, --compile, new env
+    "before": ("float32", False, False, False, False),  # the code before issue 19
+    "float32": ("float32", True, True, False, True),  # float32 with channels-last images and conv weights
+    "bfloat16": ("bfloat16", False, True, False, True),  # --cnn-precision bfloat16 (auto on this CPU)
+    "bf16+compile": ("bfloat16", False, True, True, True),  # and --compile: the gradient step compiled
 }
 
 
@@ -65,13 +66,15 @@ def env_rate(env_id: str, backend: str, num_envs: int) -> float:
 
 def build(env_id: str, backend: str, num_envs: int, variant: str) -> OnPolicyLoop:
     """The preset's PPO loop on its own env, with the variant's arithmetic, warmed up by one iteration."""
-    precision, channels_last, select_truncated, compile = VARIANTS[variant]
+    precision, channels_last, select_truncated, compile, new_env = VARIANTS[variant]
     train = TrainConfig(algo="ppo", env_id=env_id, seed=0, device="cpu", backend=backend, compile=compile)
     agent_cfg = get_algorithm("ppo").config_cls()
     name, values = load_preset("ppo", env_id, None, backend)
     set_values([train, agent_cfg], {**values, "cnn_precision": precision}, f"preset {name}")
     train.num_envs = num_envs
-    env = envs.make(env_id, num_envs, backend, seed=0)
+    # before issue 19 the gym backend's raw Atari env returned RGB screens (see envs/atari.py)
+    old_env = {"obs_type": "rgb"} if backend == "gym" and not new_env else {}
+    env = envs.make(env_id, num_envs, backend, seed=0, **old_env)
     saved = dict(cnn.CHANNELS_LAST)
     cnn.CHANNELS_LAST[precision] = channels_last  # read when the encoder is built
     try:

@@ -58,6 +58,27 @@ def test_evaluation_wrappers_keep_the_game_whole():
     assert steps[14][2:] == (105.0, 15)
 
 
+def test_the_raw_env_returns_grayscale_and_the_frames_are_those_of_rgb():
+    """make_atari asks ale-py for grayscale screens (cheaper; AtariPreprocessing drops them and
+    reads the emulator itself): the preprocessed frames are those of the RGB raw env."""
+    from envs.atari import make_atari
+
+    spec = gym.spec("ALE/Breakout-v5")
+    cheap, rgb = make_atari(spec, training=True), make_atari(spec, training=True, obs_type="rgb")
+    assert cheap.unwrapped._obs_type == "grayscale" and rgb.unwrapped._obs_type == "rgb"
+    actions = np.random.default_rng(0).integers(0, 4, 300)
+    first, _ = cheap.reset(seed=5)
+    assert np.array_equal(first, rgb.reset(seed=5)[0])
+    for action in actions:
+        a, b = cheap.step(int(action)), rgb.step(int(action))
+        assert np.array_equal(a[0], b[0]) and a[1:4] == b[1:4]
+        if a[2] or a[3]:
+            assert np.array_equal(cheap.reset()[0], rgb.reset()[0])
+    video = make_atari(spec, training=False, render_mode="rgb_array")  # videos still get colour frames
+    video.reset(seed=0)
+    assert video.render().shape == (210, 160, 3)
+
+
 @pytest.mark.parametrize("backend", ["gym", "envpool"])
 def test_atari_observations_are_stacked_uint8_frames(backend):
     if backend == "envpool":
