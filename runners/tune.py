@@ -784,7 +784,7 @@ class TrialHost:
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="drl-trial-"))
-        self.process: subprocess.Popen | None = None
+        self.trial: LocalTrial | None = None
 
     def where(self) -> tuple[str, str]:
         """The node's address and the directory to put the trial's run directory in."""
@@ -793,21 +793,16 @@ class TrialHost:
         return ray.util.get_node_ip_address(), str(self.dir / "run")
 
     def start(self, args: list[str]) -> None:
-        self.process = _start_train(args, self.dir / "log")
-        self.follower = MetricsFollower(self.dir / "run" / METRICS_FILE)
+        self.trial = LocalTrial(args, self.dir / "run", self.dir / "log")
 
     def poll(self) -> tuple[int | None, list[tuple[int, float]]]:
-        exit_code = self.process.poll()
-        return exit_code, self.follower.evaluations()
+        return self.trial.poll()
 
     def send_signal(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(sig)
+        self.trial.send_signal(sig)
 
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+        self.trial.kill()
 
     def pack(self) -> int:
         """The run directory and log as one tar file (uncompressed: checkpoints barely compress); its size."""
