@@ -238,14 +238,28 @@ class SharedFrames:
         self.starts.fill_(True)
 
     def state_dict(self, filled: int) -> dict[str, Any]:
-        names = ("frames", "newest", "owner", "head", "starts")
-        return {"frames_shared": True, **{name: getattr(self, name).cpu() for name in names}}
+        """The stream positions written so far (every one, once a stream has wrapped) and the
+        filled rows: a checkpoint of a young buffer is as small as what it holds."""
+        written = int(min(int(self.head.max()), self.length))
+        return {
+            "frames_shared": True,
+            "frames": self.frames[:, :written].cpu(),
+            "owner": self.owner[:, :written].cpu(),
+            "newest": self.newest[:filled].cpu(),
+            "head": self.head.cpu(),
+            "starts": self.starts.cpu(),
+        }
 
     def load_state_dict(self, state: dict[str, Any], filled: int) -> None:
         if not state.get("frames_shared"):
             raise ValueError("the saved replay buffer stores whole observations; resume with --no-share-frames")
-        for name in ("frames", "newest", "owner", "head", "starts"):
-            getattr(self, name).copy_(state[name])
+        # (checkpoints written before the state held only the written part hold whole tensors)
+        for name in ("frames", "owner"):
+            saved = state[name]
+            getattr(self, name)[:, : saved.shape[1]].copy_(saved)
+        self.newest[: state["newest"].shape[0]].copy_(state["newest"])
+        self.head.copy_(state["head"])
+        self.starts.copy_(state["starts"])
 
 
 class ReplayBuffer:

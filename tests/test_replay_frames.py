@@ -123,17 +123,29 @@ def test_transitions_that_lost_a_frame_are_never_sampled():
     assert lost > 0
 
 
-def test_a_checkpointed_buffer_continues_as_the_plain_one():
-    plain, shared = buffers(64, 2, 2)
+@pytest.mark.parametrize(("capacity", "steps"), [(64, 100), (512, 20)], ids=["wrapped", "young"])
+def test_a_checkpointed_buffer_continues_as_the_plain_one(capacity, steps):
+    plain, shared = buffers(capacity, 2, 2)
     stream = StackedStream(2, 0.1, seed=3)
-    feed(plain, shared, stream, steps=100, check_every=1000)
-    restored = buffers(64, 2, 2)[1]
-    restored.load_state_dict(shared.state_dict())
-    draws = [buffer.sample(32, torch.Generator().manual_seed(0)) for buffer in (restored, shared)]
-    assert_same(*draws)
+    feed(plain, shared, stream, steps=steps, check_every=1000)
+    restored = buffers(capacity, 2, 2)[1]
+    state = shared.state_dict()
+    written = int(shared.observations.head.max())  # frames appended to the longest stream
+    assert state["frames"].shape[1] == min(written, shared.observations.length)
+    if steps == 20:  # a young buffer's checkpoint holds what was written, not the whole stream
+        assert written < shared.observations.length // 4 and len(state["newest"]) == 20
+    restored.load_state_dict(state)
+    # a checkpoint from before, with whole tensors, loads as well
+    frames = shared.observations
+    whole = {**state, "frames": frames.frames.clone(), "owner": frames.owner.clone(), "newest": frames.newest.clone()}
+    from_whole = buffers(capacity, 2, 2)[1]
+    from_whole.load_state_dict(whole)
+    draws = [buffer.sample(32, torch.Generator().manual_seed(0)) for buffer in (restored, from_whole, shared)]
+    assert_same(draws[0], draws[2])
+    assert_same(draws[1], draws[2])
     feed(plain, restored, stream, steps=60, check_every=1)  # heads, owners and starts came back too
     with pytest.raises(ValueError, match="resume with --share-frames"):
-        buffers(64, 2, 2)[0].load_state_dict(shared.state_dict())
+        buffers(capacity, 2, 2)[0].load_state_dict(shared.state_dict())
     with pytest.raises(ValueError, match="resume with --no-share-frames"):
         restored.load_state_dict(plain.state_dict())
 
