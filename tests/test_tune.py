@@ -4,8 +4,10 @@ the preset it writes, continuing from its storage, bad input, optuna missing).""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -226,3 +228,32 @@ def test_two_tuners_on_one_storage_run_the_trials_asked_for(tmp_path):
     counted = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(f"trial {t.number}" for t in counted) == ran
     assert all(t.user_attrs.get("surplus") for t in study.trials if t not in counted)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_trial_whose_ray_actor_dies_fails_in_one_line_and_the_study_goes_on(tmp_path, ray_cluster):
+    pytest.importorskip("ray")
+    steps = str(900_000 + secrets.randbelow(99_999))  # marks this test's trials among the machine's processes
+    command = [shutil.which("drl"), "tune", "ppo", "CartPole-v1", "--trials", "2", "--steps", steps]
+    command += ["--eval-every", "512", "--ray-address", ray_cluster, "--study-dir", "study"]
+    command += ["--", "--n-steps", "32", "--num-envs", "4", "--eval-episodes", "1"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    tuner = subprocess.Popen(command, cwd=tmp_path, env=drl_env(), **pipes)
+    try:
+        deadline = time.monotonic() + 90
+        while not (pids := trial_pids(steps)):
+            assert tuner.poll() is None and time.monotonic() < deadline, "no trial started"
+            time.sleep(0.2)
+        actor = int(Path(f"/proc/{pids[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])  # its parent
+        os.kill(actor, signal.SIGKILL)  # the trial's Ray actor (its node, as far as the tuner can tell)
+        deadline = time.monotonic() + 60
+        while len(trial_pids(steps)) < 1 or trial_pids(steps) == pids:  # the next trial started
+            assert tuner.poll() is None and time.monotonic() < deadline, "no second trial"
+            time.sleep(0.2)
+    finally:
+        tuner.kill()
+        out, err = tuner.communicate()
+    lost = [line for line in out.splitlines() if line.startswith("trial 0:")]
+    assert lost and "failed: lost the trial on Ray node" in lost[0], out + err
+    log = (tmp_path / "study" / "logs" / "trial_0.log").read_text()
+    assert log.startswith("drl: error: lost the trial on Ray node") and len(log.splitlines()) == 1
