@@ -102,9 +102,13 @@ class Encoder(nn.Module):
         if self.channels_last:
             self.body.to(memory_format=torch.channels_last)
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def _resolve(self, device: torch.device) -> None:
+        """Decide what auto computes in, on the device of the first forward (or rollout)."""
         if self.arithmetic is None:
-            self._use("bfloat16" if native_bfloat16(obs.device) else "float32")
+            self._use("bfloat16" if native_bfloat16(device) else "float32")
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        self._resolve(obs.device)
         x = self.input(obs, torch.bfloat16 if self.arithmetic == "bfloat16" else torch.float32)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -119,9 +123,7 @@ class Encoder(nn.Module):
 
     def _freeze(self) -> None:
         """Keep bfloat16 copies of body and fc for forwards without gradients (see `frozen_weights`)."""
-        if self.arithmetic is None:
-            device = next(self.parameters()).device
-            self._use("bfloat16" if native_bfloat16(device) else "float32")
+        self._resolve(next(self.parameters()).device)
         if self.arithmetic == "bfloat16":  # (in __dict__: not a submodule, not in the state dict)
             self.__dict__["_frozen"] = copy.deepcopy(nn.Sequential(self.body, self.fc)).to(torch.bfloat16)
 

@@ -240,7 +240,7 @@ class SharedFrames:
     def state_dict(self, filled: int) -> dict[str, Any]:
         """The stream positions written so far (every one, once a stream has wrapped) and the
         filled rows: a checkpoint of a young buffer is as small as what it holds."""
-        written = int(min(int(self.head.max()), self.length))
+        written = min(int(self.head.max()), self.length)
         return {
             "frames_shared": True,
             "frames": self.frames[:, :written].cpu(),

@@ -298,7 +298,6 @@ class Tuner:
     full: threading.Event = field(default_factory=threading.Event)
     """Set when the storage holds --trials trials, some run by other tuners."""
     processes: dict[int, TrialProcess] = field(default_factory=dict)
-    heartbeats: dict[int, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     bad_input: str | None = None
 
@@ -513,7 +512,7 @@ class Tuner:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Heartbeat of storage")  # we beat ourselves, below
             trial = study.ask()
-        self.heartbeat(trial, now=True)
+        self.heartbeat(trial)
         ahead = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
         if sum(self.counts(t, running=True) for t in ahead) >= self.trials:
             trial.set_user_attr("surplus", True)
@@ -556,15 +555,13 @@ class Tuner:
         node = trial.user_attrs.get("node")
         with self.lock:
             print(f"{line}; {_short(options)}" + (f"; on Ray node {node}" if node else ""), flush=True)
-            self.heartbeats.pop(trial.number, None)
         return True
 
-    def heartbeat(self, trial: optuna.Trial, now: bool = False) -> None:
-        """Tell the storage the trial is alive, every HEARTBEAT_SECONDS."""
-        last = self.heartbeats.get(trial.number, -math.inf)
-        if now or time.monotonic() - last >= HEARTBEAT_SECONDS:
-            trial.study._storage.record_heartbeat(trial._trial_id)
-            self.heartbeats[trial.number] = time.monotonic()
+    @staticmethod
+    def heartbeat(trial: optuna.Trial) -> float:
+        """Tell the storage the trial is alive (every HEARTBEAT_SECONDS while it runs); when."""
+        trial.study._storage.record_heartbeat(trial._trial_id)
+        return time.monotonic()
 
     def train_args(self, options: dict[str, Any], run_dir: Path) -> list[str]:
         """The trial's `drl train` arguments (after `python -m runners.cli`)."""
@@ -577,7 +574,7 @@ class Tuner:
             args.append("--stop-when-solved")
         return args + _flags(options) + self.passthrough
 
-    def launch(self, number: int, options: dict[str, Any], run_dir: Path, log: Path) -> TrialProcess:
+    def launch(self, options: dict[str, Any], run_dir: Path, log: Path) -> TrialProcess:
         """Start the trial's process: here, or on the Ray cluster (where it writes to a directory of
         its node, brought back into run_dir when it ends)."""
         if self.ray_address is None:
@@ -589,7 +586,7 @@ class Tuner:
         log_dir = self.study_dir / "logs"
         log_dir.mkdir(exist_ok=True)
         log = log_dir / f"trial_{trial.number}.log"
-        process = self.launch(trial.number, options, run_dir, log)
+        process = self.launch(options, run_dir, log)
         with self.lock:
             self.processes[trial.number] = process
         if process.node:
@@ -597,6 +594,7 @@ class Tuner:
         reported: set[int] = set()
         value = step = exit_code = None
         pruned = False
+        beat = time.monotonic()
         try:
             while True:
                 exit_code, evaluations = process.poll()
@@ -615,7 +613,8 @@ class Tuner:
                         process.send_signal(signal.SIGTERM)  # drl train checkpoints and exits 130
                 if exit_code is not None:
                     break
-                self.heartbeat(trial)
+                if time.monotonic() - beat >= HEARTBEAT_SECONDS:
+                    beat = self.heartbeat(trial)
                 time.sleep(POLL_SECONDS)
         finally:
             if exit_code is None:  # the tuner itself failed: leave no trial behind
@@ -872,10 +871,13 @@ class RayTrial:
                         file.write(self._call("chunk", file.tell()))
                 with tarfile.open(tar_path) as tar:
                     tar.extractall(staging, filter="data")
-                if (Path(staging) / "run").exists():
-                    shutil.copytree(Path(staging) / "run", self.run_dir, dirs_exist_ok=True)
-                if (Path(staging) / "log").exists():
-                    shutil.copyfile(Path(staging) / "log", self.log)
+                run, log = Path(staging) / "run", Path(staging) / "log"
+                if run.exists() and self.run_dir.exists():  # (not expected: a trial number is new)
+                    shutil.copytree(run, self.run_dir, dirs_exist_ok=True)
+                elif run.exists():
+                    run.rename(self.run_dir)  # the same file system: nothing copied again
+                if log.exists():
+                    log.replace(self.log)
         except ConnectionError:
             self.log.write_text(f"drl: error: {self.error}\n")
         finally:
