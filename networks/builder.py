@@ -68,6 +68,9 @@ class NetworkConfig:
     optimiser state stay float32; about 2x faster updates on CPUs with AVX512-BF16 or AMX, and on
     GPUs with bfloat16 units; slower where bfloat16 is emulated); auto picks bfloat16 where the
     device has it in hardware and float32 elsewhere."""
+    mlp_precision: Literal["auto", "float32", "bfloat16"] = "float32"
+    """Arithmetic of MLP trunks (their hidden layers; heads and losses stay float32), as
+    cnn_precision. The matmuls of these layers bound SAC's and TD3's updates on a CPU."""
 
 
 class OneHot(nn.Module):
@@ -144,12 +147,13 @@ def build_encoder(
     """An encoder for observations from `space`: [B, *obs_shape] -> [members, B, out_dim],
     one trunk per member (e.g. 2: one for the actor, one for the critic). Dict observations
     need their packing `layout`."""
-    mlp_args = (cfg.hidden_sizes, cfg.activation, cfg.ortho_init, members)
+    mlp = {"activation": cfg.activation, "ortho_init": cfg.ortho_init, "members": members}
+    mlp["precision"] = cfg.mlp_precision
     if isinstance(space, gym.spaces.Dict):
         if layout is None:
             raise UnsupportedSpaceError(f"Dict observations {space} need their packing layout (envs.dict_layout)")
         extractor = DictExtractor(layout, cfg)
-        return MLPEncoder(extractor.out_dim, *mlp_args, extractor=extractor)
+        return MLPEncoder(extractor.out_dim, cfg.hidden_sizes, **mlp, extractor=extractor)
     image = is_image_space(space)
     kind = cfg.network if cfg.network != "auto" else ("nature-cnn" if image else "mlp")
     if kind in CNNS:
@@ -160,8 +164,8 @@ def build_encoder(
         cnns = [CNNS[kind](space.shape, ortho_init=cfg.ortho_init, precision=cfg.cnn_precision) for _ in range(members)]
         return MemberStack(cnns)
     if isinstance(space, gym.spaces.Discrete):
-        return MLPEncoder(int(space.n), *mlp_args, extractor=OneHot(int(space.n), int(space.start)))
-    return MLPEncoder(observation_dim(space), *mlp_args)
+        return MLPEncoder(int(space.n), cfg.hidden_sizes, **mlp, extractor=OneHot(int(space.n), int(space.start)))
+    return MLPEncoder(observation_dim(space), cfg.hidden_sizes, **mlp)
 
 
 def build_policy_head(space: gym.Space, in_dim: int, cfg: NetworkConfig) -> nn.Module:
@@ -239,7 +243,9 @@ def build_critic(
     """`members` Q(s, a) networks for 1-D Box actions, evaluated as one ensemble."""
     action_dim = _continuous_action_dim(action_space)
     in_dim = observation_dim(obs_space) + action_dim
-    return ContinuousCritic(_flattener(obs_space), in_dim, cfg.hidden_sizes, cfg.activation, members, cfg.ortho_init)
+    return ContinuousCritic(
+        _flattener(obs_space), in_dim, cfg.hidden_sizes, cfg.activation, members, cfg.ortho_init, cfg.mlp_precision
+    )
 
 
 def build_actor(

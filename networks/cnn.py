@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from networks.init import HIDDEN_GAIN, orthogonal_init
+from networks.precision import MixedPrecision
 
 
 def is_image_space(space: gym.Space) -> bool:
@@ -62,25 +63,9 @@ def _conv_out_dim(body: nn.Module, chw: tuple[int, int, int]) -> int:
         return int(body(torch.zeros(1, *chw)).shape[1])
 
 
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether `device` computes in bfloat16 in hardware: CUDA GPUs that say so (Ampere and
-    later), CPUs with AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated, and slower than float32."""
-    if device.type == "cuda":
-        try:
-            return torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # torch before 2.4
-            return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-    return False
-
-
-class Encoder(nn.Module):
-    """An `ImageInput`, a conv `body` and a linear `fc`, computed in `precision`: bfloat16 runs
-    body and fc under autocast (mixed precision: weights, gradients and optimiser state stay
-    float32, the features come out float32); auto is bfloat16 where the device has it in hardware
-    (`native_bfloat16`, decided at the first forward), float32 elsewhere. Images and conv weights
+class Encoder(MixedPrecision):
+    """An `ImageInput`, a conv `body` and a linear `fc`, computed in `precision`
+    (`networks.precision`: bfloat16 runs body and fc under autocast). Images and conv weights
     are laid out channels-last where that is faster (`CHANNELS_LAST`)."""
 
     input: ImageInput
@@ -88,24 +73,14 @@ class Encoder(nn.Module):
     fc: nn.Sequential
 
     def set_precision(self, precision: str) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-        self.precision = precision
-        self.arithmetic: str | None = None  # what auto resolved to
         self.channels_last = False
-        if precision != "auto":
-            self._use(precision)
+        super().set_precision(precision)
 
     def _use(self, arithmetic: str) -> None:
-        self.arithmetic = arithmetic
+        super()._use(arithmetic)
         self.channels_last = CHANNELS_LAST[arithmetic]
         if self.channels_last:
             self.body.to(memory_format=torch.channels_last)
-
-    def _resolve(self, device: torch.device) -> None:
-        """Decide what auto computes in, on the device of the first forward (or rollout)."""
-        if self.arithmetic is None:
-            self._use("bfloat16" if native_bfloat16(device) else "float32")
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         self._resolve(obs.device)
@@ -145,7 +120,6 @@ def frozen_weights(module: nn.Module) -> Iterator[None]:
             encoder.__dict__.pop("_frozen", None)
 
 
-PRECISIONS = ("auto", "float32", "bfloat16")
 CHANNELS_LAST = {"float32": True, "bfloat16": False}
 """Whether images and conv weights are laid out channels-last in each arithmetic: measured on
 the Nature CNN's PPO minibatch update (256 samples, 2 threads, an AVX512-BF16 CPU), float32 took

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from networks.init import HIDDEN_GAIN
+from networks.precision import MixedPrecision
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 
@@ -36,9 +37,17 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
-class MLPEncoder(nn.Module):
+BFLOAT16_MIN_ROWS = 32
+"""Batches of fewer rows compute in float32 whatever the precision: an env step's action (SAC's
+exploration on one env) took 170 us through a bfloat16 trunk against 70 us in float32 (autocast
+casts every weight at every call) on the AVX512-BF16 CPU the bfloat16 option was measured on."""
+
+
+class MLPEncoder(MixedPrecision):
     """K MLPs of the same shape over the same flattened input: [B, *obs] -> [K, B, out_dim].
-    An optional extractor turns observations into that input (one-hot, Dict keys).
+    An optional extractor turns observations into that input (one-hot, Dict keys). The layers
+    compute in `precision` (`networks.precision`; the extractor in float32), batches of fewer
+    than BFLOAT16_MIN_ROWS rows in float32.
 
     K=1 is one trunk; K=2 gives the actor and the critic a trunk each at the cost of one.
     """
@@ -51,6 +60,7 @@ class MLPEncoder(nn.Module):
         ortho_init: bool = True,
         members: int = 1,
         extractor: nn.Module | None = None,
+        precision: str = "float32",
     ):
         super().__init__()
         self.members = members
@@ -65,10 +75,16 @@ class MLPEncoder(nn.Module):
             last = size
         self.net = nn.Sequential(*layers)
         self.out_dim = last
+        self.set_precision(precision)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.flatten(start_dim=1).float() if self.extractor is None else self.extractor(obs)
-        return self.net(x.expand(self.members, *x.shape))
+        x = x.expand(self.members, *x.shape)
+        self._resolve(x.device)
+        if self.arithmetic == "float32" or x.shape[-2] < BFLOAT16_MIN_ROWS:
+            return self.net(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.net(x).float()
 
 
 class MemberStack(nn.Module):

@@ -40,11 +40,12 @@ class ContinuousCritic(nn.Module):
         activation: str,
         members: int,
         ortho_init: bool = False,
+        precision: str = "float32",
     ):
         super().__init__()
         self.members = members
         self.flatten = obs_flattener
-        self.trunk = MLPEncoder(in_dim, hidden_sizes, activation, ortho_init, members)
+        self.trunk = MLPEncoder(in_dim, hidden_sizes, activation, ortho_init, members, precision=precision)
         self.out = EnsembleLinear(members, self.trunk.out_dim, 1, ortho_gain=None)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -16,9 +16,9 @@ env accepts (`DeployedPolicy`):
 - recurrent policies also take `state_in` [B, S, H] (zeros at an episode's first step) and
   return `state_out`, to be fed back at the next step.
 
-The batch axis is dynamic. CNNs are exported in float32 whatever `--cnn-precision` trained
-them (bfloat16 autocast is not an ONNX type), so a policy trained in bfloat16 may pick a
-different action where two are within bfloat16 rounding of each other. The file's metadata
+The batch axis is dynamic. Networks are exported in float32 whatever `--cnn-precision` or
+`--mlp-precision` trained them (bfloat16 autocast is not an ONNX type), so a policy trained in
+bfloat16 may pick a different action where two are within bfloat16 rounding of each other. The file's metadata
 (ONNX `metadata_props`; TorchScript's extra file `drl.json`) records the algorithm, env id,
 step, opset, input and output names, and both spaces as JSON (`space_to_json`).
 
@@ -48,7 +48,7 @@ from torch import nn
 from agents import ConfigError
 from envs import first_line
 from envs.spaces import dict_layout, torch_dtype
-from networks.cnn import Encoder
+from networks.precision import MixedPrecision
 from runners.cliargs import ArgumentParser
 
 OPSET = 18
@@ -123,7 +123,7 @@ def deployed_policy(agent: Any, observation_space: gym.Space, action_space: gym.
     """A float32 CPU copy of the agent's deterministic policy, wrapped for export."""
     policy = copy.deepcopy(agent.deterministic_policy()).cpu().eval()
     for module in policy.modules():
-        if isinstance(module, Encoder):  # bfloat16 autocast has no ONNX form
+        if isinstance(module, MixedPrecision):  # bfloat16 autocast has no ONNX form
             module.set_precision("float32")
     return DeployedPolicy(policy, observation_space, action_space, bool(getattr(agent, "recurrent", False)))
 

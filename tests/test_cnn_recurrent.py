@@ -12,8 +12,9 @@ import envs
 from agents.on_policy import OnPolicyBase
 from envs.spaces import pack_obs, storage_shape, torch_dtype
 from networks.builder import NetworkConfig, UnsupportedSpaceError, build_actor_critic, build_encoder, build_q_network
-from networks.cnn import CHANNELS_LAST, ImpalaCNN, NatureCNN, frozen_weights, native_bfloat16
+from networks.cnn import CHANNELS_LAST, ImpalaCNN, NatureCNN, frozen_weights
 from networks.heads import MultiCategoricalHead
+from networks.precision import native_bfloat16
 from networks.recurrent import RecurrentCore
 
 ATARI = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)

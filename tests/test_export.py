@@ -120,6 +120,19 @@ def test_exported_policy_acts_as_the_agent(algo, env_id, options, tmp_path):
         assert by_file.returns == by_agent.returns
 
 
+def test_bfloat16_trunks_are_exported_in_float32(tmp_path):
+    # bfloat16 autocast has no ONNX form: the file computes what the float32 agent does
+    agent, spaces = make_agent("sac", "Pendulum-v1", mlp_precision="bfloat16")
+    float32_agent, _ = make_agent("sac", "Pendulum-v1")  # the same weights
+    obs = observations("Pendulum-v1")
+    exported = export(agent, spaces, tmp_path)
+    with torch.no_grad():
+        expected = as_env_action(spaces[1], float32_agent.predict(obs, deterministic=True))
+        in_bfloat16 = as_env_action(spaces[1], agent.predict(obs, deterministic=True))
+    assert_same_actions(spaces[1], expected, exported.predict(obs))
+    assert not torch.equal(in_bfloat16, expected)
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_exported_recurrent_policy_carries_its_state(kind, tmp_path):
     env_id = "CartPole-v1"

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from networks import NetworkConfig, UnsupportedSpaceError, build_actor_critic
-from networks.encoders import EnsembleLinear, MLPEncoder
+from networks.encoders import BFLOAT16_MIN_ROWS, EnsembleLinear, MLPEncoder
 from networks.heads import CategoricalHead, DiagGaussianHead
+from networks.precision import native_bfloat16
 
 
 def test_categorical_head_matches_torch_distribution():
@@ -66,6 +67,34 @@ def test_mlp_members_are_independent_trunks():
     out = encoder(torch.randn(5, 3))
     assert out.shape == (2, 5, 8)
     assert not torch.allclose(out[0], out[1])
+
+
+def test_mlp_precisions_give_the_float32_features():
+    # bfloat16 autocast keeps about three significant digits of features and gradients, and
+    # float32 weights; auto decides when the trunk is moved to its device, before any forward
+    torch.manual_seed(0)
+    reference = MLPEncoder(3, (256, 256), "relu", members=2)
+    x = torch.randn(64, 3)
+    want = reference(x)
+    want.square().mean().backward()
+    for precision in ("bfloat16", "auto"):
+        net = MLPEncoder(3, (256, 256), "relu", members=2, precision=precision)
+        net.load_state_dict(reference.state_dict())
+        net.to("cpu")
+        assert net.arithmetic == ("float32" if precision == "auto" and not native_bfloat16(x.device) else "bfloat16")
+        got = net(x)
+        assert got.dtype == torch.float32 and all(p.dtype == torch.float32 for p in net.parameters())
+        torch.testing.assert_close(got, want, rtol=0.05, atol=0.02 * float(want.abs().max()))
+        if net.arithmetic == "bfloat16":
+            assert not torch.equal(got, want)  # computed otherwise
+        few = x[: BFLOAT16_MIN_ROWS - 1]  # (an env step's action) in float32
+        assert torch.equal(net(few), reference(few))
+        got.square().mean().backward()
+        for a, b in zip(net.parameters(), reference.parameters(), strict=True):
+            cosine = torch.nn.functional.cosine_similarity(a.grad.flatten(), b.grad.flatten(), dim=0)
+            assert cosine > 0.99, (precision, float(cosine))
+    with pytest.raises(ValueError, match="precision must be one of"):
+        MLPEncoder(3, (8,), precision="float16")
 
 
 @pytest.mark.parametrize(
