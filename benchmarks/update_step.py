@@ -6,8 +6,9 @@ Pendulum-v1 preset's shape (batch 256, the preset's networks), with denormals fl
 
 It also prints the floor the hardware sets: the step's matmul FLOPs (counted by
 `torch.utils.flop_counter` on one eager step, backward passes included) over this device's
-float32 matmul rate (a [B, 256] x [256, 256] product, the shape of the hidden layers, timed
-with the same thread count). An update at that floor is bound by arithmetic, not by Python
+matmul rate in the hidden layers' arithmetic (a [B, 256] x [256, 256] product, the shape of the
+hidden layers, in bfloat16 where the preset's `mlp_precision` resolves to it, timed with the
+same thread count). An update at that floor is bound by arithmetic, not by Python
 or memory traffic.
 
     python benchmarks/update_step.py --algo sac            # CPU
@@ -28,6 +29,7 @@ import torch
 
 from agents import Progress, Transitions, get_algorithm
 from agents.presets import load_preset
+from networks.precision import native_bfloat16
 from runners.cliargs import set_values
 from runners.config import TrainConfig
 
@@ -98,10 +100,17 @@ def step_flops(spec, cfg, env, dev: torch.device, batch: Transitions) -> int:
     return counter.get_total_flops()
 
 
-def matmul_rate(device: str, rows: int, seconds: float = 2.0) -> float:
-    """This device's float32 matmul rate in FLOP/s on the hidden layers' shape."""
+def hidden_dtype(cfg, device: str) -> torch.dtype:
+    """The arithmetic of the preset's hidden layers on `device` (`--mlp-precision`)."""
+    precision = cfg.network.mlp_precision
+    bf16 = precision == "bfloat16" or (precision == "auto" and native_bfloat16(torch.device(device)))
+    return torch.bfloat16 if bf16 else torch.float32
+
+
+def matmul_rate(device: str, rows: int, dtype: torch.dtype, seconds: float = 2.0) -> float:
+    """This device's matmul rate in `dtype`, in FLOP/s on the hidden layers' shape."""
     dev = torch.device(device)
-    a, b = torch.randn(rows, 256, device=dev), torch.randn(256, 256, device=dev)
+    a, b = torch.randn(rows, 256, device=dev, dtype=dtype), torch.randn(256, 256, device=dev, dtype=dtype)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     for _ in range(20):
         a @ b
@@ -144,10 +153,13 @@ def main() -> None:
     compiled = statistics.median(x["ms"] for x in results["compiled"])
     print(f"\nmedian ms per gradient step: eager {eager:.2f}, compiled {compiled:.2f} ({eager / compiled:.2f}x)")
     flops = results["eager"][0]["flops"]
-    rate = matmul_rate(args.device, preset_config(args.algo)[1].batch_size)
+    cfg = preset_config(args.algo)[1]
+    dtype = hidden_dtype(cfg, args.device)
+    rate = matmul_rate(args.device, cfg.batch_size, dtype)
     floor = flops / rate * 1000
     print(
-        f"matmul work per step {flops / 1e6:.0f} MFLOP; float32 matmul rate here {rate / 1e9:.1f} GFLOP/s; "
+        f"matmul work per step {flops / 1e6:.0f} MFLOP; {str(dtype).removeprefix('torch.')} matmul rate here "
+        f"{rate / 1e9:.1f} GFLOP/s; "
         f"floor {floor:.2f} ms per step: compiled reaches {floor / compiled:.0%} of it, eager {floor / eager:.0%}"
     )
 
