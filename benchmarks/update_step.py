@@ -29,7 +29,7 @@ import torch
 
 from agents import Progress, Transitions, get_algorithm
 from agents.presets import load_preset
-from networks.precision import native_bfloat16
+from networks.precision import arithmetic_for
 from runners.cliargs import set_values
 from runners.config import TrainConfig
 
@@ -100,13 +100,6 @@ def step_flops(spec, cfg, env, dev: torch.device, batch: Transitions) -> int:
     return counter.get_total_flops()
 
 
-def hidden_dtype(cfg, device: str) -> torch.dtype:
-    """The arithmetic of the preset's hidden layers on `device` (`--mlp-precision`)."""
-    precision = cfg.network.mlp_precision
-    bf16 = precision == "bfloat16" or (precision == "auto" and native_bfloat16(torch.device(device)))
-    return torch.bfloat16 if bf16 else torch.float32
-
-
 def matmul_rate(device: str, rows: int, dtype: torch.dtype, seconds: float = 2.0) -> float:
     """This device's matmul rate in `dtype`, in FLOP/s on the hidden layers' shape."""
     dev = torch.device(device)
@@ -154,7 +147,7 @@ def main() -> None:
     print(f"\nmedian ms per gradient step: eager {eager:.2f}, compiled {compiled:.2f} ({eager / compiled:.2f}x)")
     flops = results["eager"][0]["flops"]
     cfg = preset_config(args.algo)[1]
-    dtype = hidden_dtype(cfg, args.device)
+    dtype = getattr(torch, arithmetic_for(cfg.network.mlp_precision, torch.device(args.device)))
     rate = matmul_rate(args.device, cfg.batch_size, dtype)
     floor = flops / rate * 1000
     print(

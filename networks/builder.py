@@ -147,8 +147,12 @@ def build_encoder(
     """An encoder for observations from `space`: [B, *obs_shape] -> [members, B, out_dim],
     one trunk per member (e.g. 2: one for the actor, one for the critic). Dict observations
     need their packing `layout`."""
-    mlp = {"activation": cfg.activation, "ortho_init": cfg.ortho_init, "members": members}
-    mlp["precision"] = cfg.mlp_precision
+    mlp = {
+        "activation": cfg.activation,
+        "ortho_init": cfg.ortho_init,
+        "members": members,
+        "precision": cfg.mlp_precision,
+    }
     if isinstance(space, gym.spaces.Dict):
         if layout is None:
             raise UnsupportedSpaceError(f"Dict observations {space} need their packing layout (envs.dict_layout)")

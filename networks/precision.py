@@ -29,6 +29,13 @@ def native_bfloat16(device: torch.device) -> bool:
     return False
 
 
+def arithmetic_for(precision: str, device: torch.device) -> str:
+    """What `precision` computes in on `device`: float32 or bfloat16 (auto: bfloat16 where native)."""
+    if precision == "auto":
+        return "bfloat16" if native_bfloat16(device) else "float32"
+    return precision
+
+
 class MixedPrecision(nn.Module):
     """An encoder computing in `precision` (see the module docstring). `arithmetic` is what it
     computes in: set at once for float32 and bfloat16; auto decides when the module is moved
@@ -51,7 +58,7 @@ class MixedPrecision(nn.Module):
 
     def _resolve(self, device: torch.device) -> None:
         if self.arithmetic is None:
-            self._use("bfloat16" if native_bfloat16(device) else "float32")
+            self._use(arithmetic_for(self.precision, device))
 
     def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (nn.Module's signature)
         module = super()._apply(fn, recurse)

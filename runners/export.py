@@ -18,9 +18,10 @@ env accepts (`DeployedPolicy`):
 
 The batch axis is dynamic. Networks are exported in float32 whatever `--cnn-precision` or
 `--mlp-precision` trained them (bfloat16 autocast is not an ONNX type), so a policy trained in
-bfloat16 may pick a different action where two are within bfloat16 rounding of each other. The file's metadata
-(ONNX `metadata_props`; TorchScript's extra file `drl.json`) records the algorithm, env id,
-step, opset, input and output names, and both spaces as JSON (`space_to_json`).
+bfloat16 may pick a different action where two are within bfloat16 rounding of each other. The
+file's metadata (ONNX `metadata_props`; TorchScript's extra file `drl.json`) records the
+algorithm, env id, step, opset, input and output names, and both spaces as JSON
+(`space_to_json`).
 
 `ExportedPolicy` runs such a file through onnxruntime (or torch.jit) and acts as an agent
 does in `runners.evaluate.evaluate`: `drl eval RUN_DIR --policy FILE` plays it on the run's env.
