@@ -11,8 +11,9 @@ One gradient step, with alpha the entropy coefficient before this step's update:
 The actor is a tanh-squashed Gaussian in [-1, 1]^A (log-probabilities corrected for the
 squashing), rescaled to the env's bounds. The twin critics are one ensemble module, so
 each layer of both is one batched matmul. With `--compile` the gradient step (both losses,
-their backward passes and both Adam steps) runs through torch.compile; the noise of the
-reparameterised samples is drawn outside it, from the agent's generator.
+their backward passes, both Adam steps and the targets' Polyak step) runs through
+torch.compile; the noise of the reparameterised samples is drawn outside it, from the agent's
+generator.
 """
 
 from __future__ import annotations
@@ -113,15 +114,16 @@ class SAC(OffPolicyBase):
     def update(self, batch: Transitions, progress: Progress) -> tuple[Metrics, torch.Tensor]:
         B, A = batch.rewards.shape[0], self.actor.head.action_dim
         noise = torch.randn((2, B, A), generator=self.generator, device=self.device)  # for a~ and a'
-        metrics, td_errors = self._gradient_step(batch._replace(actions=self.from_env(batch.actions)), noise)
         self.gradient_steps += 1
-        if self.gradient_steps % self.config.target_update_interval == 0:
-            polyak_update(self._target_params, self._critic_params, self.config.tau)
-        return metrics, td_errors
+        update_targets = self.gradient_steps % self.config.target_update_interval == 0
+        return self._gradient_step(batch._replace(actions=self.from_env(batch.actions)), noise, update_targets)
 
-    def gradient_step(self, batch: Transitions, noise: torch.Tensor) -> tuple[Metrics, torch.Tensor]:
+    def gradient_step(
+        self, batch: Transitions, noise: torch.Tensor, update_targets: bool
+    ) -> tuple[Metrics, torch.Tensor]:
         """The critics' step, then the actor's and alpha's, on a batch with actions in [-1, 1]^A
-        and the noise [2, B, A] of the two reparameterised samples."""
+        and the noise [2, B, A] of the two reparameterised samples; then the target critics'
+        Polyak step if `update_targets`."""
         obs, next_obs = batch.obs, batch.next_obs
         alpha = self.log_alpha.detach().exp()
         with torch.no_grad():
@@ -139,6 +141,8 @@ class SAC(OffPolicyBase):
         if self.tune_alpha:
             loss = loss - (self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
         descend(self.actor_optimizer, loss)
+        if update_targets:
+            polyak_update(self._target_params, self._critic_params, self.config.tau)
         metrics = {
             "losses/critic_loss": critic_loss.detach(),
             "losses/actor_loss": actor_loss.detach(),

@@ -146,7 +146,6 @@ class TD3(OffPolicyBase):
         metrics, td_errors = self._critic_step(batch._replace(actions=self.from_env(batch.actions)), noise)
         if self.gradient_steps % cfg.policy_delay == 0:
             metrics["losses/actor_loss"] = self._actor_step(batch.obs)
-            polyak_update(self._targets, self._online, cfg.tau)
         return metrics, td_errors
 
     def critic_step(self, batch: Transitions, noise: torch.Tensor | None) -> tuple[Metrics, torch.Tensor]:
@@ -167,7 +166,8 @@ class TD3(OffPolicyBase):
 
     def actor_step(self, obs: torch.Tensor) -> torch.Tensor:
         """The actor's step: maximise the first critic's value of its actions (the critics'
-        weights get no gradient from it); returns the loss."""
+        weights get no gradient from it); then the targets' Polyak step. Returns the loss."""
         actor_loss = -detached_call(self.critic, obs, self.actor(obs))[0].mean()
         descend(self.actor_optimizer, actor_loss)
+        polyak_update(self._targets, self._online, self.config.tau)
         return actor_loss.detach()

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from networks.encoders import EnsembleLinear
+from networks.encoders import EnsembleLinear, Linear
 from networks.init import orthogonal_init
 
 POLICY_GAIN = 0.01
@@ -28,7 +28,7 @@ class CategoricalHead(nn.Module):
 
     def __init__(self, in_dim: int, num_actions: int, ortho_init: bool = True):
         super().__init__()
-        self.linear = nn.Linear(in_dim, num_actions)
+        self.linear = Linear(in_dim, num_actions)
         if ortho_init:
             orthogonal_init(self.linear, gain=POLICY_GAIN)
 
@@ -63,7 +63,7 @@ class DiagGaussianHead(nn.Module):
 
     def __init__(self, in_dim: int, action_dim: int, log_std_init: float = 0.0, ortho_init: bool = True):
         super().__init__()
-        self.linear = nn.Linear(in_dim, action_dim)
+        self.linear = Linear(in_dim, action_dim)
         if ortho_init:
             orthogonal_init(self.linear, gain=POLICY_GAIN)
         self.log_std = nn.Parameter(torch.full((action_dim,), float(log_std_init)))
@@ -97,7 +97,7 @@ class MultiCategoricalHead(nn.Module):
     def __init__(self, in_dim: int, nvec: list[int], ortho_init: bool = True):
         super().__init__()
         self.nvec = list(nvec)
-        self.linear = nn.Linear(in_dim, sum(self.nvec))
+        self.linear = Linear(in_dim, sum(self.nvec))
         if ortho_init:
             orthogonal_init(self.linear, gain=POLICY_GAIN)
 
@@ -141,7 +141,7 @@ class ValueHead(nn.Module):
 
     def __init__(self, in_dim: int, ortho_init: bool = True):
         super().__init__()
-        self.linear = nn.Linear(in_dim, 1)
+        self.linear = Linear(in_dim, 1)
         if ortho_init:
             orthogonal_init(self.linear, gain=1.0)
 
@@ -167,7 +167,7 @@ class SquashedGaussianHead(nn.Module):
     def __init__(self, in_dim: int, action_dim: int):
         super().__init__()
         self.action_dim = action_dim
-        self.linear = nn.Linear(in_dim, 2 * action_dim)
+        self.linear = Linear(in_dim, 2 * action_dim)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(features)
@@ -216,7 +216,7 @@ class QHead(nn.Module):
 
     def __init__(self, in_dim: int, num_actions: int):
         super().__init__()
-        self.linear = nn.Linear(in_dim, num_actions)
+        self.linear = Linear(in_dim, num_actions)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(features)
@@ -232,8 +232,8 @@ class DuelingHead(nn.Module):
     def __init__(self, in_dim: int, num_actions: int, hidden: int, activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         self.streams = nn.Sequential(EnsembleLinear(2, in_dim, hidden, ortho_gain=None), activation())
-        self.value = nn.Linear(hidden, 1)
-        self.advantage = nn.Linear(hidden, num_actions)
+        self.value = Linear(hidden, 1)
+        self.advantage = Linear(hidden, num_actions)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         hidden = self.streams(features.expand(2, *features.shape))

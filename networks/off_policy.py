@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from networks.encoders import EnsembleLinear, MLPEncoder
+from networks.encoders import EnsembleLinear, Linear, MLPEncoder
 from networks.heads import SquashedGaussianHead
 
 
@@ -86,7 +86,7 @@ class DeterministicActor(nn.Module):
     def __init__(self, encoder: nn.Module, features: int, action_dim: int):
         super().__init__()
         self.encoder = encoder
-        self.out = nn.Linear(features, action_dim)
+        self.out = Linear(features, action_dim)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.out(self.encoder(obs)[0]))

@@ -277,8 +277,10 @@ class Trainer:
         finite = getattr(self.loop, "finite", None)
         parameters = agent_parameters(self.agent)
         snapshot = UpdateSnapshot(self.agent) if cfg.on_nan == "skip" and finite is not None else None
-        # off-policy iterations on a GPU are single env steps: read the flags at logs and checkpoints only
-        check_every_iteration = not (self.device.type == "cuda" and isinstance(self.loop, OffPolicyLoop))
+        # off-policy iterations are single env steps: the parameters are watched at logs and
+        # checkpoints only (runners.guard), and on a GPU the flags are read there only
+        off_policy = isinstance(self.loop, OffPolicyLoop)
+        check_every_iteration = not (self.device.type == "cuda" and off_policy)
         try:
             logger = self._make_logger(run_dir, wandb_id)
             bar = ProgressBar(
@@ -307,8 +309,11 @@ class Trainer:
                 if finite is not None:
                     losses = [v for k, v in metrics.items() if k.endswith("loss") and torch.is_tensor(v)]
                     finite.watch_sum("losses", losses)
-                    if snapshot is not None or check_every_iteration or logging or saving or stop.requested:
+                    reading = snapshot is not None or logging or saving or stop.requested
+                    watched = reading or not off_policy
+                    if watched:
                         finite.watch_sum("parameters", parameters)  # (state: its value now is what counts)
+                    if reading or check_every_iteration:
                         checked_step, skipped = self._check_finite(finite, checked_step, snapshot)
                         if skipped:  # the update was undone: its losses are not the agent's
                             metrics = {k: v for k, v in metrics.items() if not k.startswith("losses/")}
@@ -356,6 +361,9 @@ class Trainer:
                     if distributed.any_rank(stopping):  # DDP: all ranks stop together
                         status = "interrupted"
                 if distributed.any_rank(saving) or status != "finished":  # DDP: a clock or rank 0's best
+                    if finite is not None and not watched:  # (a best or solved one: checked before it is saved)
+                        finite.watch_sum("parameters", parameters)
+                        checked_step, _ = self._check_finite(finite, checked_step)
                     path = self._save(run_dir, start)
                     last_save = time.monotonic()
                 if last and cfg.wandb_save_model:

@@ -21,7 +21,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from agents.dqn import DQNConfig
+from networks import NetworkConfig
 from runners.checkpoint import list_checkpoints, load_checkpoint
+from runners.config import TrainConfig
+from runners.guard import Diverged, FiniteCheck
+from runners.run_dir import create_run_dir
+from runners.trainer import Trainer
 
 from conftest import drl_env, read_metrics, run_drl
 
@@ -91,8 +97,12 @@ def wait_for(condition, timeout: float = 120, interval: float = 0.002) -> bool:
 
 def assert_loads(run_dir: Path) -> dict:
     payload = load_checkpoint(run_dir)
-    for name, tensor in payload["agent"]["net"].items():
-        assert torch.isfinite(tensor).all(), name
+    modules = {key: value for key, value in payload["agent"].items() if isinstance(value, dict)}
+    assert modules
+    for module, state in modules.items():
+        for name, tensor in state.items():
+            if torch.is_tensor(tensor) and tensor.is_floating_point():
+                assert torch.isfinite(tensor).all(), f"{module}.{name}"
     return payload
 
 
@@ -487,3 +497,49 @@ def test_an_untrained_policy_evaluation_on_atari_ends_well_within_the_cap():
     result = evaluate(agent, env_id, 2, seed=0, deterministic=deterministic, num_envs=2, epsilon=epsilon)
     assert len(result.returns) == 2
     assert max(result.lengths) < 27_000 and result.truncated == 0
+
+
+# ----------------------------------------------------------------------------- NaN, in-process
+def test_finite_checks_name_the_first_non_finite_value_and_clear():
+    check = FiniteCheck()
+    check.watch("observations", torch.tensor([[0.0, 1.0]]))
+    check.watch("images", torch.tensor([255], dtype=torch.uint8))  # integers cannot be NaN
+    check.watch_sum("losses", [torch.tensor(1e38), torch.tensor(3e38)])  # finite: the sum is taken in double
+    assert check.first_bad() is None
+    assert check.first_bad() is None  # nothing watched since
+
+    check.watch("observations", torch.tensor([1.0, 2.0]))
+    check.watch("rewards", torch.tensor([1.0, float("nan")]))
+    check.watch("observations", torch.tensor([float("inf")], dtype=torch.bfloat16))  # folded into the first
+    assert check.first_bad() == "observations"  # in the order first watched
+    assert check.first_bad() is None  # cleared
+
+    check.watch_sum("parameters", [torch.ones(3), torch.tensor([float("inf"), -float("inf")])])  # (sum: NaN)
+    assert check.first_bad() == "parameters"
+
+
+def test_an_off_policy_run_whose_weights_go_non_finite_stops_before_a_checkpoint_holds_them(tmp_path, monkeypatch):
+    """Off-policy runs watch their parameters at logs and checkpoints only; a NaN weight still
+    stops the run at the next update, whose losses it makes non-finite, and the checkpoint left
+    is the last one written before."""
+    train = TrainConfig(
+        algo="dqn", env_id="CartPole-v1", total_steps=2000, num_envs=1, device="cpu", eval_episodes=0,
+        checkpoint_every=500, log_every=500, progress=False,
+    )  # fmt: skip
+    cfg = DQNConfig(learning_starts=100, batch_size=32, buffer_size=2000, network=NetworkConfig(hidden_sizes=(16,)))
+    trainer = Trainer(train, cfg)
+    update = trainer.agent.update
+
+    def poisoned(batch, progress):
+        out = update(batch, progress)
+        if progress.step >= 700:  # (progress.step: the env steps done, 4 per update)
+            with torch.no_grad():
+                next(trainer.agent.q_net.parameters()).view(-1)[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(trainer.agent, "update", poisoned)
+    run_dir = create_run_dir(tmp_path / "run")
+    with pytest.raises(Diverged, match=r"non-finite losses \(NaN or infinity\) between step 700 and step 704"):
+        trainer.run(run_dir)
+    assert status(run_dir) == "diverged"
+    assert assert_loads(run_dir)["global_step"] == 500

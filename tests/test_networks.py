@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from networks import NetworkConfig, UnsupportedSpaceError, build_actor_critic
-from networks.encoders import BFLOAT16_MIN_ROWS, EnsembleLinear, MLPEncoder
+from networks.encoders import BFLOAT16_MIN_ROWS, NARROW, EnsembleLinear, Linear, MLPEncoder
 from networks.heads import CategoricalHead, DiagGaussianHead
 from networks.precision import native_bfloat16
 
@@ -67,6 +67,41 @@ def test_mlp_members_are_independent_trunks():
     out = encoder(torch.randn(5, 3))
     assert out.shape == (2, 5, 8)
     assert not torch.allclose(out[0], out[1])
+
+
+@pytest.mark.parametrize(
+    "layer, x",
+    [
+        (EnsembleLinear(2, 64, 1, ortho_gain=None), torch.randn(2, 16, 64)),  # a critic's Q-value out
+        (EnsembleLinear(2, 4, 64), torch.randn(2, 16, 4)),  # a critic's observation and action in
+        (Linear(64, 2), torch.randn(16, 64)),  # an actor's head
+        (Linear(64, 2), torch.randn(3, 16, 64)),  # ... on a [T, B] sequence
+        (EnsembleLinear(2, 64, NARROW + 1), torch.randn(2, 16, 64)),  # wide enough for a matmul
+    ],
+)
+def test_narrow_layers_compile_to_a_product_and_a_sum_with_the_matmuls_values(layer, x):
+    graphs = []
+
+    def capture(gm, example_inputs):  # a torch.compile backend that runs the captured graph as it is
+        graphs.append(gm)
+        return gm.forward
+
+    x.requires_grad_(True)
+
+    def loss(x):
+        return layer(x).square().sum()
+
+    compiled_loss = torch.compile(loss, backend=capture, fullgraph=True)
+    eager = torch.autograd.grad(loss(x), [x, *layer.parameters()])
+    torch.testing.assert_close(compiled_loss(x), loss(x))
+    compiled = torch.autograd.grad(compiled_loss(x), [x, *layer.parameters()])
+    for c, e in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(c, e)
+    (graph,) = graphs
+    called = {str(node.target) for node in graph.graph.nodes if node.op in ("call_function", "call_method")}
+    matmuls = {target for target in called if "mm" in target or "linear" in target}
+    narrow = min(layer.weight.shape[-2:]) <= NARROW
+    assert bool(matmuls) != narrow, called
 
 
 def test_mlp_precisions_give_the_float32_features():
