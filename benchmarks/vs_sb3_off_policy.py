@@ -19,13 +19,16 @@ process-wide options applied as `drl train` applies them to its own process
 - `flush_denormal` (on): flush denormal floats to zero (torch.set_flush_denormal). Adam's
   moments of dead ReLU units decay through the denormal range, where x86 arithmetic is
   many times slower; SB3 runs with torch's default (off).
-- `fast_matmul` (SAC and TD3 presets): oneDNN's fast float32 matmuls where a startup check
-  finds them as accurate as float32 (torch.backends.mkldnn.matmul.fp32_precision = "bf16").
+- `fast_matmul` (TD3 presets, SAC's but Pendulum's, which computes its hidden layers in
+  bfloat16 instead): oneDNN's fast float32 matmuls where a startup check finds them as accurate
+  as float32 (torch.backends.mkldnn.matmul.fp32_precision = "bf16").
 - `compile` (SAC presets): the autograd gradient step through torch.compile. Its wall time
   includes compiling, or loading the compiled graphs from TorchInductor's on-disk cache when
   an earlier run on this machine compiled them. With --fresh-compile-cache, the drl runs of
   this invocation get a new, empty cache directory: the first one compiles from scratch (as
   on a fresh machine), the later ones load its graphs.
+- the objects built before training are frozen out of the garbage collector's scans
+  (`runners.precision.freeze_startup_objects`), as `drl train` does once its trainer is built.
 The flags below give the other comparisons:
 
     --sb3-flush-denormal   SB3 with denormals flushed as well
@@ -61,6 +64,7 @@ from runners.precision import (
     denormals_flushed,
     enable_fast_cpu_matmul,
     flush_denormals,
+    freeze_startup_objects,
     restore_cpu_matmul_precision,
     set_process_options,
 )
@@ -125,6 +129,7 @@ def run_drl(args: argparse.Namespace, seed: int) -> dict:
         start = time.perf_counter()
         set_process_options(train)  # as `drl train` does for its own process
         trainer = Trainer(train, agent)
+        freeze_startup_objects()  # as `drl train` does
         result = trainer.run(create_run_dir(Path(tmp) / f"drl-{train.algo}-{train.seed}"))
         seconds = time.perf_counter() - start
     settings = {**settings_now(), "compile": train.compile, "update s": round(trainer.loop.seconds["update"], 1)}

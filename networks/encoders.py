@@ -66,10 +66,15 @@ class EnsembleLinear(nn.Module):
             else:  # orthogonal in nn.Linear's [out, in] layout, as OpenAI baselines
                 nn.init.orthogonal_(self.weight.data[k].T, ortho_gain)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _narrow_and_compiled(self.weight):  # (NARROW)
+    def forward(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """`dtype`: the matmul's arithmetic (its operands cast to it, as autocast casts them;
+        the output then has it); none: the input's. A narrow layer under torch.compile computes
+        in float32 whatever `dtype` says (NARROW)."""
+        if _narrow_and_compiled(self.weight):
             return narrow_matmul(x, self.weight) + self.bias
-        return torch.baddbmm(self.bias, x, self.weight)
+        if dtype is None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias.to(dtype), x.to(dtype), self.weight.to(dtype))
 
 
 BFLOAT16_MIN_ROWS = 32
@@ -118,8 +123,12 @@ class MLPEncoder(MixedPrecision):
         self._resolve(x.device)
         if self.arithmetic == "float32" or x.shape[-2] < BFLOAT16_MIN_ROWS:
             return self.net(x)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            return self.net(x).float()
+        # bfloat16 as autocast computes it (matmul operands cast, activations in bfloat16), with
+        # the casts written out: a graph holding autocast misses torch.compile's AOTAutograd
+        # cache, which took 2.5 s of each SAC run's first gradient step.
+        for layer in self.net:
+            x = layer(x, torch.bfloat16) if isinstance(layer, EnsembleLinear) else layer(x)
+        return x.float()
 
 
 class MemberStack(nn.Module):

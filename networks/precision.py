@@ -1,6 +1,7 @@
-"""Mixed precision of encoders: float32, or bfloat16 under autocast (weights, gradients and
-optimiser state stay float32; the features come out float32), or auto: bfloat16 where the
-device computes in it in hardware (`native_bfloat16`), float32 elsewhere.
+"""Mixed precision of encoders: float32, or bfloat16 as autocast computes it (weights, gradients
+and optimiser state stay float32; the features come out float32; CNNs run under autocast, MLP
+trunks write its casts out), or auto: bfloat16 where the device computes in it in hardware
+(`native_bfloat16`), float32 elsewhere.
 
 `MixedPrecision` is the base of the encoders that offer it: the CNNs (`--cnn-precision`) and
 the MLP trunks (`--mlp-precision`). Exported policies compute in float32 (`set_precision`):

@@ -40,7 +40,7 @@ from runners.config import TrainConfig
 from runners.evaluate import evaluate, evaluation_protocol
 from runners.guard import Diverged
 from runners.off_policy import OffPolicyLoop
-from runners.precision import set_process_options
+from runners.precision import freeze_startup_objects, set_process_options
 from runners.run_dir import CONFIG_FILE, check_run_dir_free, create_run_dir, lock_run_dir, read_status
 from runners.seeding import derive_seeds
 from runners.signals import Aborted, Interrupted, StopRequest
@@ -306,6 +306,7 @@ def _saved_config(run_dir: Path) -> dict[str, Any]:
 
 def _train(trainer: Trainer, run_dir: Path, wandb_id: str | None, stop: StopRequest) -> int:
     cfg = trainer.cfg
+    freeze_startup_objects()  # (this process's own garbage collector)
     if trainer.is_main:  # DDP: rank 0 alone reports
         processes = f", {trainer.world_size} processes" if trainer.world_size > 1 else ""
         print(

