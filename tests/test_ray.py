@@ -140,3 +140,24 @@ def test_appo_learns_cartpole_on_two_asynchronous_workers(tmp_path, ray_cluster)
     assert lags and max(lags) >= 1  # the workers did not wait: data from older policies was learned from
     held_out = evaluate(trainer.agent, "CartPole-v1", 20, HELD_OUT)
     assert held_out.mean_return >= 475, held_out.returns
+
+
+def test_a_small_policy_travels_inside_the_calls_and_a_large_one_is_put_once():
+    # (no cluster needed: a stand-in records what would go to Ray's object store)
+    import numpy as np
+
+    from runners.ray_workers import INLINE_BYTES, shared_policy
+
+    class Store:
+        def __init__(self):
+            self.puts = []
+
+        def put(self, value):
+            self.puts.append(value)
+            return "ref"
+
+    store = Store()
+    small = {"version": 3, "net": {"w": np.zeros(INLINE_BYTES // 4, np.float32)}}
+    assert shared_policy(store, small) is small and store.puts == []
+    large = {"version": 3, "net": {"w": np.zeros(INLINE_BYTES // 4, np.float32), "b": np.zeros(1, np.float32)}}
+    assert shared_policy(store, large) == "ref" and store.puts == [large]
