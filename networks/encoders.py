@@ -125,7 +125,7 @@ class MLPEncoder(MixedPrecision):
             return self.net(x)
         # bfloat16 as autocast computes it (matmul operands cast, activations in bfloat16), with
         # the casts written out: a graph holding autocast misses torch.compile's AOTAutograd
-        # cache, which took 2.5 s of each SAC run's first gradient step.
+        # cache (SAC's first compiled step took 4.3 s with autocast, 2.9 s without).
         for layer in self.net:
             x = layer(x, torch.bfloat16) if isinstance(layer, EnsembleLinear) else layer(x)
         return x.float()
