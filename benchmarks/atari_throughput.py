@@ -13,7 +13,8 @@ of percent within minutes, each variant meets the same drift.
 
 The variants (`VARIANTS`): "before" is the code before issue 19 (float32, NCHW images, V
 evaluated at the final observation of every step of a rollout, not only of truncated ones, and
-on the gym backend a raw Atari env returning RGB screens that the preprocessing drops),
+on the gym backend a raw Atari env returning RGB screens that gymnasium's AtariPreprocessing,
+stepping it frame by frame, drops),
 "float32" lays images and conv weights out channels-last (the float32 default now), "bfloat16"
 is `--cnn-precision bfloat16` (autocast; what auto picks on a CPU with AVX512-BF16 or AMX), and
 "bf16+compile" adds `--compile`. The table gives each one's training rate as a multiple of
@@ -31,11 +32,14 @@ import argparse
 import statistics
 import time
 
+import gymnasium as gym
 import torch
 
 import envs
 from agents import get_algorithm
 from agents.presets import load_preset
+from envs import atari
+from envs.atari import Preprocessing
 from networks import cnn
 from runners.cliargs import set_values
 from runners.config import TrainConfig
@@ -72,9 +76,15 @@ def build(env_id: str, backend: str, num_envs: int, variant: str) -> OnPolicyLoo
     name, values = load_preset("ppo", env_id, None, backend)
     set_values([train, agent_cfg], {**values, "cnn_precision": precision}, f"preset {name}")
     train.num_envs = num_envs
-    # before issue 19 the gym backend's raw Atari env returned RGB screens (see envs/atari.py)
-    old_env = {"obs_type": "rgb"} if backend == "gym" and not new_env else {}
-    env = envs.make(env_id, num_envs, backend, seed=0, **old_env)
+    # before issue 19 the gym backend's raw Atari env returned RGB screens, and gymnasium's
+    # AtariPreprocessing stepped it frame by frame (see envs/atari.py)
+    old_env = backend == "gym" and not new_env
+    try:
+        if old_env:
+            atari.Preprocessing = gym.wrappers.AtariPreprocessing  # read by make_atari
+        env = envs.make(env_id, num_envs, backend, seed=0, **({"obs_type": "rgb"} if old_env else {}))
+    finally:
+        atari.Preprocessing = Preprocessing
     saved = dict(cnn.CHANNELS_LAST)
     cnn.CHANNELS_LAST[precision] = channels_last  # read when the encoder is built
     try:

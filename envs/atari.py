@@ -90,6 +90,55 @@ class ClipRewardSign(gym.RewardWrapper):
         return float(np.sign(reward))
 
 
+class Preprocessing(gym.wrappers.AtariPreprocessing):
+    """Gymnasium's AtariPreprocessing, stepping the emulator itself between the frames it keeps.
+
+    AtariPreprocessing steps the raw env once per frame (4 per agent step), and the raw env
+    copies the screen and builds an info dict at each, which the wrapper drops: it reads the two
+    screens it pools from the emulator. Where the raw env is ale-py's AtariEnv under gym.make's
+    OrderEnforcing and PassiveEnvChecker only (no TimeLimit: the training envs), this does what
+    that chain does per frame (`ale.act`, then game over and truncation as AtariEnv reads them)
+    and builds the info of the last frame once. The observations, rewards, ends and infos are
+    AtariPreprocessing's (tested); an agent step took 0.29-0.30 ms instead of 0.35 ms (Pong, one
+    env, the 2-core CPU of the benchmarks).
+    Any other raw env (a TimeLimit for evaluation, another wrapper, continuous actions) is
+    stepped through its wrappers as AtariPreprocessing does."""
+
+    def __init__(self, env: gym.Env, **kwargs: Any):
+        super().__init__(env, **kwargs)
+        chain, inner = [], env
+        while isinstance(inner, gym.Wrapper):
+            chain.append(type(inner))
+            inner = inner.env
+        plain = set(chain) <= {gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker}
+        self._raw = inner if plain and not getattr(inner, "continuous", True) and hasattr(inner, "_get_info") else None
+
+    def step(self, action: Any):
+        raw = self._raw
+        if raw is None or self.terminal_on_life_loss:
+            return super().step(action)
+        ale, action_idx = raw.ale, raw._action_set[action]
+        total_reward, terminated, truncated = 0.0, False, False
+        for t in range(self.frame_skip):
+            total_reward += ale.act(action_idx, 1.0)
+            terminated = ale.game_over(with_truncation=False)
+            truncated = ale.game_truncated()
+            self.game_over = terminated
+            if terminated or truncated:
+                break
+            if t == self.frame_skip - 2:
+                self._screen(self.obs_buffer[1])
+            elif t == self.frame_skip - 1:
+                self._screen(self.obs_buffer[0])
+        return self._get_obs(), total_reward, terminated, truncated, raw._get_info()
+
+    def _screen(self, out: np.ndarray) -> None:
+        if self.grayscale_obs:
+            self.ale.getScreenGrayscale(out)
+        else:
+            self.ale.getScreenRGB(out)
+
+
 def make_atari(spec: gym.envs.registration.EnvSpec, training: bool, **kwargs: Any) -> gym.Env:
     """One preprocessed Atari env (see the module docstring); `training` adds episodic life
     and reward clipping, evaluation the cap of EVAL_MAX_FRAMES frames per episode."""
@@ -99,7 +148,7 @@ def make_atari(spec: gym.envs.registration.EnvSpec, training: bool, **kwargs: An
     # raw env returns at each of the 4 frames: grayscale is the cheapest screen ale-py's env can
     # return (its RGB copy per frame took a fifth of the time of stepping Pong here).
     env = gym.make(spec, frameskip=1, **{"obs_type": "grayscale", **kwargs})
-    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=FRAME_SKIP, screen_size=84, grayscale_obs=True)
+    env = Preprocessing(env, noop_max=30, frame_skip=FRAME_SKIP, screen_size=84, grayscale_obs=True)
     env = gym.wrappers.RecordEpisodeStatistics(env)  # true game scores, in agent steps
     if training:
         env = EpisodicLife(env)

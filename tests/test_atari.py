@@ -79,6 +79,33 @@ def test_the_raw_env_returns_grayscale_and_the_frames_are_those_of_rgb():
     assert video.render().shape == (210, 160, 3)
 
 
+@pytest.mark.parametrize(("game", "frames", "steps"), [("Breakout", 108_000, 1500), ("Pong", 600, 400)])
+def test_preprocessing_that_steps_the_emulator_itself_gives_what_gymnasiums_gives(game, frames, steps):
+    """envs.atari.Preprocessing skips the raw env's per-frame screens and infos: its frames,
+    rewards, ends and infos are gymnasium's AtariPreprocessing's, with sticky actions, across
+    game overs (Breakout, random play) and truncations (Pong, a 600-frame cap)."""
+    from envs.atari import Preprocessing
+
+    def make(wrapper):
+        raw = gym.make(f"ALE/{game}-v5", frameskip=1, obs_type="grayscale", max_num_frames_per_episode=frames)
+        return wrapper(raw, noop_max=30, frame_skip=4, screen_size=84)
+
+    ours, theirs = make(Preprocessing), make(gym.wrappers.AtariPreprocessing)
+    assert ours._raw is not None  # the fast path is the one under test
+    ends = {"terminated": 0, "truncated": 0}
+    assert np.array_equal(ours.reset(seed=3)[0], theirs.reset(seed=3)[0])
+    for action in np.random.default_rng(0).integers(0, ours.action_space.n, steps):
+        a, b = ours.step(int(action)), theirs.step(int(action))
+        assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
+        if a[2] or a[3]:
+            ends["terminated" if a[2] else "truncated"] += 1
+            assert np.array_equal(ours.reset()[0], theirs.reset()[0])
+    assert ends["terminated" if game == "Breakout" else "truncated"] > 0
+    # a time limit on the raw env (evaluation's) counts frames in its wrapper: the plain path
+    limited = gym.make(f"ALE/{game}-v5", frameskip=1, max_episode_steps=100)
+    assert Preprocessing(limited, noop_max=30, frame_skip=4, screen_size=84)._raw is None
+
+
 @pytest.mark.parametrize("backend", ["gym", "envpool"])
 def test_atari_observations_are_stacked_uint8_frames(backend):
     if backend == "envpool":
