@@ -25,7 +25,8 @@ up to 20x slower there)."""
 
 
 def _narrow_and_compiled(weight: torch.Tensor) -> bool:
-    return min(weight.shape[-2:]) <= NARROW and torch.compiler.is_dynamo_compiling()
+    # (compiling first: outside it, a trace for TorchScript export reads no shapes here)
+    return torch.compiler.is_dynamo_compiling() and min(weight.shape[-2:]) <= NARROW
 
 
 def narrow_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
