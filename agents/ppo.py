@@ -32,6 +32,15 @@ from agents.optim import adam, all_ranks_mean, compiled, descend, set_learning_r
 from agents.schedules import Schedule, scheduled
 
 
+def take_chunks(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x[:, idx] for x [L, chunks, ...]: the chunks of a minibatch. Through index_select, which
+    copies whole rows: advanced indexing took 2.2 ms for a PPO Atari minibatch of frames (256 of
+    [1, 1024, 4, 84, 84] uint8) on the 2-core CPU of the benchmarks, index_select 0.14 ms."""
+    if x.shape[0] == 1:  # (index_select along dim 1 behind a dim of 1 took 1.1 ms)
+        return x[0].index_select(0, idx).unsqueeze(0)
+    return x.index_select(1, idx)
+
+
 @dataclass
 class PPOConfig(OnPolicyConfig):
     """PPO hyperparameters; defaults are Stable-Baselines3's, per env step.
@@ -117,7 +126,7 @@ class PPO(OnPolicyBase):
             else:  # shuffle the chunks once per epoch, then take contiguous slices
                 order = torch.randperm(chunks, generator=self.generator, device=self.device)
                 minibatches = [
-                    ([x[:, idx] for x in sequences], None if states is None else states[idx])
+                    ([take_chunks(x, idx) for x in sequences], None if states is None else states[idx])
                     for idx in order.split(chunks_per_batch)
                 ]
             for mb, mb_states in minibatches:
