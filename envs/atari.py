@@ -101,21 +101,22 @@ class Preprocessing(gym.wrappers.AtariPreprocessing):
     and builds the info of the last frame once. The observations, rewards, ends and infos are
     AtariPreprocessing's (tested); an agent step took 0.29-0.30 ms instead of 0.35 ms (Pong, one
     env, the 2-core CPU of the benchmarks).
-    Any other raw env (a TimeLimit for evaluation, another wrapper, continuous actions) is
-    stepped through its wrappers as AtariPreprocessing does."""
+    Any other raw env (a TimeLimit for evaluation, another wrapper, continuous actions), or
+    terminal_on_life_loss, is stepped through its wrappers as AtariPreprocessing does."""
 
     def __init__(self, env: gym.Env, **kwargs: Any):
         super().__init__(env, **kwargs)
-        chain, inner = [], env
+        chain, inner = set(), env
         while isinstance(inner, gym.Wrapper):
-            chain.append(type(inner))
+            chain.add(type(inner))
             inner = inner.env
-        plain = set(chain) <= {gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker}
-        self._raw = inner if plain and not getattr(inner, "continuous", True) and hasattr(inner, "_get_info") else None
+        plain = chain <= {gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker}
+        direct = plain and not getattr(inner, "continuous", True) and hasattr(inner, "_get_info")
+        self._raw = inner if direct and not self.terminal_on_life_loss else None
 
     def step(self, action: Any):
         raw = self._raw
-        if raw is None or self.terminal_on_life_loss:
+        if raw is None:
             return super().step(action)
         ale, action_idx = raw.ale, raw._action_set[action]
         total_reward, terminated, truncated = 0.0, False, False

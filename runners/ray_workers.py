@@ -165,7 +165,8 @@ def shared_policy(ray: Any, state: dict[str, Any]) -> Any:
     inside each call (a CartPole MLP: about 40 KB), which spares the `ray.put` (1.25 ms on the
     2-core CPU of the benchmarks, of a 35-ms CartPole iteration) and the worker's fetch; else one
     `ray.put` that every call shares (an Atari CNN: about 7 MB, put once, not once per call)."""
-    size = sum(x.nbytes for part in state.values() if isinstance(part, dict) for x in part.values())
+    parts = [x for part in state.values() for x in (part.values() if isinstance(part, dict) else [part])]
+    size = sum(x.nbytes for x in parts if isinstance(x, np.ndarray))
     return state if size <= INLINE_BYTES else ray.put(state)
 
 
@@ -442,6 +443,10 @@ class WorkerLoop:
         if seed is not None:
             self.pool.reset(seed)
 
+    def policy(self, with_generator: bool) -> Any:
+        """The learner's current policy as the argument of the workers' calls (`shared_policy`)."""
+        return shared_policy(self.pool.ray, policy_state(self.agent, self.version, with_generator))
+
     def update(self, rollout: Rollout, global_step: int) -> Metrics:
         self.finite.watch("observations", rollout.obs)
         self.finite.watch("rewards", rollout.rewards)
@@ -476,7 +481,7 @@ class RaySyncLoop(WorkerLoop):
     def collect(self) -> list[Unroll]:
         """Every worker's unroll with the current policy; a worker that died is asked again."""
         exact = self.pool.specs[0].padded  # then the learner's random stream travels with the weights
-        policy = shared_policy(self.pool.ray, policy_state(self.agent, self.version, with_generator=exact))
+        policy = self.policy(with_generator=exact)
         actors = self.pool.actors
         refs = {k: actor.collect.remote(policy) for k, actor in enumerate(actors)}  # all at once
         unrolls: list[Unroll | None] = [None] * len(actors)
@@ -518,19 +523,19 @@ class RayAsyncLoop(WorkerLoop):
         spec = pool.specs[0]
         super().__init__(pool, agent, total_steps, spec.n_steps * spec.count)
         self.max_policy_lag = agent.config.max_policy_lag
-        self.policy: Any = None
+        self.sent: Any = None  # the policy the next requests carry
         self.pending: dict[Any, int] = {}  # Ray object ref -> worker index
         self.lags: list[int] = []
         self.dropped = 0
 
     def _request(self, k: int) -> None:
-        self.pending[self.pool.actors[k].collect.remote(self.policy)] = k
+        self.pending[self.pool.actors[k].collect.remote(self.sent)] = k
 
     def next_unroll(self) -> Unroll:
         """The next unroll to arrive whose policy lag is within bounds."""
         ray = self.pool.ray
-        if self.policy is None:
-            self.policy = shared_policy(ray, policy_state(self.agent, self.version, with_generator=False))
+        if self.sent is None:
+            self.sent = self.policy(with_generator=False)
             for k in range(len(self.pool.actors)):
                 for _ in range(self.IN_FLIGHT):
                     self._request(k)
@@ -560,7 +565,7 @@ class RayAsyncLoop(WorkerLoop):
         self.seconds["env"] += unroll.env_seconds / len(self.pool.actors)  # workers step in parallel
         self.seconds["inference"] += unroll.inference_seconds / len(self.pool.actors)
         metrics = self.update(rollout, global_step)
-        self.policy = shared_policy(self.pool.ray, policy_state(self.agent, self.version, with_generator=False))
+        self.sent = self.policy(with_generator=False)
         return {**metrics, "workers/restarts": self.pool.restarts, "workers/dropped_unrolls": self.dropped}
 
     def pop_episode_stats(self) -> dict[str, Any]:
