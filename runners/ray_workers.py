@@ -11,16 +11,17 @@ another machine of a cluster.
 
 Two loops drive the workers; the learner is the trainer's own agent, on its own device:
 
-- `RaySyncLoop` (PPO, A2C): each iteration broadcasts the policy once (`shared_policy`: inside
-  the calls when small, else one `ray.put`), waits
-  for every worker's unroll, concatenates them along the env axis in worker order and copies
-  the result to the device once. With a CPU learner (and `exact_workers`, the default) the
-  learner sees the rollout a local run with K*M envs would collect, exactly: a worker evaluates
-  the policy on a batch of the whole run's shape (K*M rows, its own M filled by `ShardView`;
-  the CPU's matmul kernels round differently for different batch sizes) and samples from the
-  learner's generator state, so that every row's arithmetic and random draw is the local
-  run's. The price is K times one worker's share of inference. On a GPU learner, or with
-  `--no-exact-workers`, each worker computes on its own envs with its own random stream.
+- `RaySyncLoop` (PPO, A2C): each iteration broadcasts the policy once (`shared_policy`: packed
+  inside the calls when small, else one `ray.put`; by `Pipe` to the workers on the learner's
+  node, where Ray's round trip costs four times a pipe's), waits for every worker's unroll,
+  concatenates them along the env axis in worker order and copies the result to the device once.
+  With a CPU learner (and `exact_workers`, the default) the learner sees the rollout a local run
+  with K*M envs would collect, exactly: a worker evaluates the policy on a batch of the whole
+  run's shape (K*M rows, its own M filled by `ShardView`; the CPU's matmul kernels round
+  differently for different batch sizes) and samples from the learner's generator state, so that
+  every row's arithmetic and random draw is the local run's. The price is K times one worker's
+  share of inference. On a GPU learner, or with `--no-exact-workers`, each worker computes on
+  its own envs with its own random stream.
 - `RayAsyncLoop` (APPO): workers keep collecting with the newest policy they were sent; at
   most two unrolls per worker are in flight (back-pressure), the learner updates on each unroll
   as it arrives, logs the policy lag (learner updates since the policy that collected it), and
@@ -37,8 +38,12 @@ the number of workers: a run resumes with any worker count, its episodes restart
 from __future__ import annotations
 
 import os
+import pickle
+import threading
 import time
+import traceback
 from dataclasses import dataclass
+from multiprocessing.connection import Client, Connection, Listener
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -156,18 +161,42 @@ def state_from_numpy(state: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 
 INLINE_BYTES = 100 * 1024
-"""Ray's `max_direct_call_object_size`: an argument up to this size travels inside the task
-itself; a larger one goes through the object store, and a worker fetches it from there."""
+"""Ray's `max_direct_call_object_size`: an argument or result up to this size travels inside
+the call itself; a larger one goes through the object store (and a worker fetches it from there)."""
+
+
+def array_bytes(value: Any) -> int:
+    """The bytes of the NumPy arrays in `value` (nested dicts, tuples and lists)."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, (tuple, list)):
+        return 0
+    return sum(array_bytes(v) for v in value)
+
+
+def pack(value: Any) -> Any:
+    """`value` for a call to or from a worker: one pickled `bytes` when its arrays are small
+    enough to travel inside the call, else `value` itself, whose arrays Ray moves through its
+    object store without copies. Ray's serialiser walks a structure of many small arrays
+    (a CartPole policy: 11; an unroll: 10) at a cost of about 0.5 ms a round trip on the 2-core
+    CPU of the benchmarks, where a 256-step CartPole iteration takes 31 ms; one bytes object
+    takes its fast path. `unpack` undoes it."""
+    return pickle.dumps(value, protocol=5) if array_bytes(value) <= INLINE_BYTES else value
+
+
+def unpack(value: Any) -> Any:
+    return pickle.loads(value) if isinstance(value, bytes) else value
 
 
 def shared_policy(ray: Any, state: dict[str, Any]) -> Any:
-    """`state` as the argument of the workers' calls: itself when it is small enough to travel
-    inside each call (a CartPole MLP: about 40 KB), which spares the `ray.put` (1.25 ms on the
-    2-core CPU of the benchmarks, of a 35-ms CartPole iteration) and the worker's fetch; else one
-    `ray.put` that every call shares (an Atari CNN: about 7 MB, put once, not once per call)."""
-    parts = [x for part in state.values() for x in (part.values() if isinstance(part, dict) else [part])]
-    size = sum(x.nbytes for x in parts if isinstance(x, np.ndarray))
-    return state if size <= INLINE_BYTES else ray.put(state)
+    """`state` as the argument of the workers' calls: packed inside each call when small (a
+    CartPole MLP: about 40 KB), which spares the `ray.put` (1.25 ms on the 2-core CPU of the
+    benchmarks, of a 35-ms CartPole iteration) and the worker's fetch; else one `ray.put` that
+    every call shares (an Atari CNN: about 7 MB, put once, not once per call)."""
+    packed = pack(state)
+    return packed if isinstance(packed, bytes) else ray.put(state)
 
 
 def policy_state(agent: OnPolicyAgent, version: int, with_generator: bool) -> dict[str, Any]:
@@ -193,6 +222,7 @@ class RolloutWorker:
         self.env: VectorEnvBackend | None = None
         self.collector: OnPolicyCollector | None = None
         self.rows = slice(spec.first, spec.first + spec.count) if spec.padded else slice(None)
+        self.lock = threading.Lock()  # Ray's calls and the pipe's thread take turns at the envs
 
     def _describe(self, exc: BaseException, doing: str) -> str:
         s = self.spec
@@ -233,10 +263,59 @@ class RolloutWorker:
 
     def reset(self, seed: int) -> None:
         """Start new episodes, env i of the run from seed + i."""
-        self._reset(self._collector(), seed)
+        with self.lock:
+            self._reset(self._collector(), seed)
 
-    def collect(self, policy: dict[str, Any]) -> Unroll:
-        """T steps with `policy` (see `policy_state`)."""
+    def collect(self, policy: Any) -> Any:
+        """T steps with `policy` (`policy_state`, maybe packed), as a packed `Unroll`."""
+        with self.lock:
+            return pack(self._collect(unpack(policy)))
+
+    def listen(self, node: str) -> tuple[str, bytes] | None:
+        """Where the learner can reach this worker by pipe: a Unix socket and its key, served by a
+        thread of this process, when the worker runs on the learner's node (Ray node id `node`);
+        None elsewhere. See `Pipe`."""
+        import ray
+
+        if ray.get_runtime_context().get_node_id() != node:
+            return None
+        authkey = os.urandom(32)
+        try:
+            listener = Listener(family="AF_UNIX", authkey=authkey)  # in a private temporary directory
+        except OSError:  # e.g. a temporary directory whose path is too long for a socket
+            return None
+        threading.Thread(target=self._serve, args=(listener,), name="drl-pipe", daemon=True).start()
+        return listener.address, authkey
+
+    def _serve(self, listener: Listener) -> None:
+        """Answer the learner's requests on the pipe (one learner, one request at a time) until it
+        closes it: a packed policy in, `Pipe.UNROLL` + a pickled `Unroll` or `Pipe.ERROR` + one line out."""
+        with listener:
+            try:
+                conn = listener.accept()
+            except Exception:  # OSError, or AuthenticationError: not our learner
+                return
+        with conn:
+            while True:
+                try:
+                    request = conn.recv_bytes()
+                except (EOFError, OSError):
+                    return  # the learner is gone
+                try:
+                    with self.lock:
+                        reply = Pipe.UNROLL + pickle.dumps(self._collect(unpack(request)), protocol=5)
+                except WorkerEnvError as exc:
+                    reply = Pipe.ERROR + str(exc).encode()
+                except Exception as exc:
+                    traceback.print_exc()  # to the worker's log (and the learner's terminal)
+                    line = f"rollout worker {self.spec.index} failed: {type(exc).__name__}: {first_line(exc)}"
+                    reply = Pipe.ERROR + line.encode()
+                try:
+                    conn.send_bytes(reply)
+                except OSError:
+                    return
+
+    def _collect(self, policy: dict[str, Any]) -> Unroll:
         c = self._collector()
         agent = c.agent
         agent.net.load_state_dict(state_from_numpy(policy["net"]))
@@ -249,7 +328,7 @@ class RolloutWorker:
             rollout = c.collect()
         except Exception as exc:
             raise WorkerEnvError(self._describe(exc, "stepping")) from exc
-        # (arrays that may share the storage's memory: Ray copies them out before the next call)
+        # (arrays that may share the storage's memory: pack or Ray copies them out before the next call)
         rows = self.rows
         columns = Rollout(
             *(None if x is None else to_numpy(x[:, rows]) for x in rollout[:-1]), to_numpy(rollout.last_obs[rows])
@@ -314,6 +393,44 @@ def start_workers(specs: list[WorkerSpec]) -> list[Any]:
     return [actor.remote(spec) for spec in specs]
 
 
+class Pipe:
+    """The learner's end of a pipe to one worker on its own node.
+
+    Ray's actor call costs 2.8-3.5 ms a round trip on the 2-core CPU of the benchmarks between
+    a learner and a worker that were busy (each wakes a chain of Ray's threads), a pipe
+    0.6-0.7 ms with the same payloads; a CartPole iteration takes about 31 ms. So the
+    synchronous loop sends the policy and takes the unroll through a Unix socket to a thread of
+    each worker on the learner's node (`RolloutWorker.listen`), and through Ray's calls to the
+    others. Ray still starts, places, restarts and stops the workers: a pipe that breaks (its
+    worker died) is dropped, the request goes through Ray, which waits for the restarted
+    worker, and a new pipe is opened to the new process (`WorkerPool.received`)."""
+
+    UNROLL, ERROR = b"u", b"e"
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def send(self, policy: bytes) -> bool:
+        try:
+            self.conn.send_bytes(policy)
+            return True
+        except OSError:
+            return False
+
+    def receive(self) -> Unroll | None:
+        """The unroll, or None when the pipe broke; a worker's error is raised as one line."""
+        try:
+            reply = self.conn.recv_bytes()
+        except (EOFError, OSError):
+            return None
+        if reply[:1] == self.ERROR:
+            raise envs.EnvError(reply[1:].decode())
+        return pickle.loads(reply[1:])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class WorkerPool:
     """The workers of a run, their restarts, and the conversion of Ray's errors into ours."""
 
@@ -324,6 +441,7 @@ class WorkerPool:
         self.restarts = 0
         self.pids: dict[int, int] = {}
         self.failing_since: dict[int, float] = {}
+        self.pipes: dict[int, Pipe | None] | None = None  # once `open_pipes` was called: by worker, None for Ray only
         try:
             self.actors = start_workers(specs)
             self.spaces = [self.get(ref) for ref in [a.spaces.remote() for a in self.actors]][0]
@@ -332,9 +450,9 @@ class WorkerPool:
             raise
 
     def get(self, ref: Any) -> Any:
-        """`ray.get`, with a worker's env error as one line (the cause of Ray's wrapper)."""
+        """`ray.get` (unpacked), with a worker's env error as one line (the cause of Ray's wrapper)."""
         try:
-            return self.ray.get(ref)
+            return unpack(self.ray.get(ref))
         except self.ray.exceptions.RayTaskError as exc:
             cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
             if isinstance(cause, WorkerEnvError):
@@ -342,12 +460,37 @@ class WorkerPool:
             raise
 
     def received(self, unroll: Unroll) -> None:
-        """Count a restart when a worker's unroll comes from a new process."""
+        """Count a restart when a worker's unroll comes from a new process (and open a pipe to it)."""
         k = unroll.worker
-        if self.pids.setdefault(k, unroll.pid) != unroll.pid:
+        restarted = self.pids.setdefault(k, unroll.pid) != unroll.pid
+        if restarted:
             self.restarts += 1
             self.pids[k] = unroll.pid
+        if self.pipes is not None and (restarted or k not in self.pipes):
+            self.drop_pipe(k)
+            self.open_pipe(k)
         self.failing_since.pop(k, None)
+
+    def open_pipes(self) -> None:
+        """Open a `Pipe` to each worker on this node (for the synchronous loop)."""
+        self.pipes = {}
+        for k in range(len(self.actors)):
+            self.open_pipe(k)
+
+    def open_pipe(self, k: int) -> None:
+        assert self.pipes is not None
+        try:
+            where = self.get(self.actors[k].listen.remote(self.ray.get_runtime_context().get_node_id()))
+            self.pipes[k] = None if where is None else Pipe(Client(where[0], family="AF_UNIX", authkey=where[1]))
+        except OSError:
+            self.pipes[k] = None
+        except self.ray.exceptions.RayActorError:
+            pass  # a dead worker: Ray's calls reach it when it is back, and `received` opens one then
+
+    def drop_pipe(self, k: int) -> None:
+        pipe = (self.pipes or {}).pop(k, None)
+        if pipe is not None:
+            pipe.close()
 
     def lost(self, k: int, exc: BaseException) -> None:
         """A request to worker k failed: return (after a pause) when its process died and Ray may
@@ -368,6 +511,9 @@ class WorkerPool:
             self.get(ref)
 
     def close(self) -> None:
+        for k in list(self.pipes or {}):
+            self.drop_pipe(k)
+        self.pipes = None
         for actor in getattr(self, "actors", []):
             self.ray.kill(actor, no_restart=True)
         self.actors = []
@@ -477,14 +623,24 @@ class RaySyncLoop(WorkerLoop):
     def __init__(self, pool: WorkerPool, agent: OnPolicyAgent, total_steps: int):
         spec = pool.specs[0]
         super().__init__(pool, agent, total_steps, spec.n_steps * spec.total)
+        pool.open_pipes()
 
     def collect(self) -> list[Unroll]:
-        """Every worker's unroll with the current policy; a worker that died is asked again."""
+        """Every worker's unroll with the current policy, by pipe where there is one (a small
+        policy, a worker on this node), else through Ray; a worker that died is asked again."""
         exact = self.pool.specs[0].padded  # then the learner's random stream travels with the weights
         policy = self.policy(with_generator=exact)
-        actors = self.pool.actors
-        refs = {k: actor.collect.remote(policy) for k, actor in enumerate(actors)}  # all at once
+        actors, pipes = self.pool.actors, self.pool.pipes or {}
+        piped = {k: pipe for k, pipe in pipes.items() if pipe and isinstance(policy, bytes) and pipe.send(policy)}
+        refs = {k: actor.collect.remote(policy) for k, actor in enumerate(actors) if k not in piped}  # all at once
         unrolls: list[Unroll | None] = [None] * len(actors)
+        for k, pipe in piped.items():
+            unrolls[k] = pipe.receive()
+            if unrolls[k] is None:  # the pipe broke: its worker died; Ray brings it back
+                self.pool.drop_pipe(k)
+                refs[k] = actors[k].collect.remote(policy)
+            else:
+                self.pool.received(unrolls[k])
         while refs:
             for k, ref in list(refs.items()):
                 try:

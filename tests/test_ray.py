@@ -43,14 +43,28 @@ def preset_run(tmp_path: Path, name: str, algo: str = "ppo", env_id: str = "Cart
     return trainer
 
 
-def test_sync_workers_write_the_metrics_of_the_local_run(tmp_path, ray_cluster):
+def pipes_in_use(trainer: Trainer) -> list[bool]:
+    """Whether each worker of a running trainer is reached by pipe (`ray_workers.Pipe`)."""
+    pipes = trainer.loop.pool.pipes or {}
+    return [pipes.get(k) is not None for k in range(len(trainer.loop.pool.actors))]
+
+
+@pytest.mark.parametrize("transport", ["pipes", "ray calls"])
+def test_sync_workers_write_the_metrics_of_the_local_run(tmp_path, ray_cluster, transport, monkeypatch):
     # PPO through 2 workers x 2 envs against the same run with 4 local envs: env i gets the same
-    # seed either way, so every logged value must be identical, not close.
+    # seed either way, so every logged value must be identical, not close. Workers on the
+    # learner's node get the policy and send unrolls by pipe; on other nodes through Ray's calls.
+    from runners import ray_workers
+
+    if transport == "ray calls":  # as if the workers ran on another node
+        monkeypatch.setattr(ray_workers.WorkerPool, "open_pipe", lambda pool, k: pool.pipes.__setitem__(k, None))
     common = dict(num_envs=4, total_steps=4096, eval_every=2048, eval_episodes=3, log_every=512, checkpoint_every=0)
     local = preset_run(tmp_path, "local", **common)
     local.run(local.run_dir)
     remote = preset_run(tmp_path, "ray", num_workers=2, ray_address=ray_cluster, **common)
-    remote.run(remote.run_dir)
+    seen = []
+    remote.run(remote.run_dir, should_stop=lambda: seen.append(pipes_in_use(remote)) or False)
+    assert seen and all(used == [transport == "pipes"] * 2 for used in seen)
     expected = read_metrics(local.run_dir)
     assert len(expected) >= 8 and any("eval/mean_return" in row for row in expected)
     assert without_worker_counters(read_metrics(remote.run_dir)) == expected
@@ -58,11 +72,12 @@ def test_sync_workers_write_the_metrics_of_the_local_run(tmp_path, ray_cluster):
 
 def test_a_killed_worker_is_restarted_and_the_run_still_learns(tmp_path, ray_cluster):
     trainer = preset_run(tmp_path, "fault", num_workers=2, ray_address=ray_cluster, eval_every=0, checkpoint_every=0)
-    killed = []
+    killed, pipes = [], []
 
     import ray
 
     def kill_a_worker() -> bool:  # called by the trainer after each iteration
+        pipes.append(pipes_in_use(trainer))
         if trainer.global_step >= 20_000 and not killed:
             pid = ray.get(trainer.loop.pool.actors[1].pid.remote())
             os.kill(pid, signal.SIGKILL)
@@ -71,6 +86,7 @@ def test_a_killed_worker_is_restarted_and_the_run_still_learns(tmp_path, ray_clu
 
     result = trainer.run(trainer.run_dir, should_stop=kill_a_worker)
     assert killed and result.status == "finished" and result.global_step >= 100_000
+    assert pipes[0] == pipes[-1] == [True, True]  # the broken pipe was replaced by one to the new process
     rows = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert max(row.get("workers/restarts", 0) for row in rows) == 1
     held_out = evaluate(trainer.agent, "CartPole-v1", 20, HELD_OUT)
@@ -142,11 +158,11 @@ def test_appo_learns_cartpole_on_two_asynchronous_workers(tmp_path, ray_cluster)
     assert held_out.mean_return >= 475, held_out.returns
 
 
-def test_a_small_policy_travels_inside_the_calls_and_a_large_one_is_put_once():
+def test_a_small_policy_travels_packed_inside_the_calls_and_a_large_one_is_put_once():
     # (no cluster needed: a stand-in records what would go to Ray's object store)
     import numpy as np
 
-    from runners.ray_workers import INLINE_BYTES, shared_policy
+    from runners.ray_workers import INLINE_BYTES, shared_policy, unpack
 
     class Store:
         def __init__(self):
@@ -158,6 +174,8 @@ def test_a_small_policy_travels_inside_the_calls_and_a_large_one_is_put_once():
 
     store = Store()
     small = {"version": 3, "net": {"w": np.zeros(INLINE_BYTES // 4, np.float32)}}
-    assert shared_policy(store, small) is small and store.puts == []
+    packed = shared_policy(store, small)
+    assert isinstance(packed, bytes) and store.puts == []
+    assert unpack(packed).keys() == small.keys() and np.array_equal(unpack(packed)["net"]["w"], small["net"]["w"])
     large = {"version": 3, "net": {"w": np.zeros(INLINE_BYTES // 4, np.float32), "b": np.zeros(1, np.float32)}}
     assert shared_policy(store, large) == "ref" and store.puts == [large]
