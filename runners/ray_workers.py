@@ -282,7 +282,7 @@ class RolloutWorker:
         authkey = os.urandom(32)
         try:
             listener = Listener(family="AF_UNIX", authkey=authkey)  # in a private temporary directory
-        except OSError:  # e.g. a temporary directory whose path is too long for a socket
+        except (OSError, ValueError):  # a temporary directory's path too long for a socket; no AF_UNIX (Windows)
             return None
         threading.Thread(target=self._serve, args=(listener,), name="drl-pipe", daemon=True).start()
         return listener.address, authkey
@@ -482,10 +482,10 @@ class WorkerPool:
         try:
             where = self.get(self.actors[k].listen.remote(self.ray.get_runtime_context().get_node_id()))
             self.pipes[k] = None if where is None else Pipe(Client(where[0], family="AF_UNIX", authkey=where[1]))
-        except OSError:
-            self.pipes[k] = None
         except self.ray.exceptions.RayActorError:
             pass  # a dead worker: Ray's calls reach it when it is back, and `received` opens one then
+        except Exception:  # no pipe to this worker (OSError, AuthenticationError): Ray's calls reach it
+            self.pipes[k] = None
 
     def drop_pipe(self, k: int) -> None:
         pipe = (self.pipes or {}).pop(k, None)
