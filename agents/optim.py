@@ -180,12 +180,24 @@ def descend(
             raise TypeError(f"descend supports Adam and RMSprop, not {type(optimizer).__name__}")
 
 
+MIN_TENSOR_LR = 1e-30
+"""The smallest learning rate `set_learning_rate` writes into a tensor (see there)."""
+
+
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every group's learning rate (in place where it is a tensor, so a compiled step
-    that reads it is not recompiled for each new value)."""
+    that reads it is not recompiled for each new value).
+
+    A tensor learning rate below MIN_TENSOR_LR (0 at the last update of a linear schedule) is
+    written as MIN_TENSOR_LR. Under torch.compile, Adam with a tensor learning rate divides by
+    it (times factors down to 0.01), and wrote NaN into every parameter element whose second
+    moment was still 0, a weight whose gradient was always 0 (pytorch/pytorch#126514); a
+    learning rate so small that the product is a denormal, flushed to 0 (`--flush-denormal`, on
+    by default), does the same. At 1e-30 the step moves no parameter, as 0 would, and the
+    optimiser's moments and step count advance the same."""
     for group in optimizer.param_groups:
         if torch.is_tensor(group["lr"]):
-            group["lr"].fill_(lr)
+            group["lr"].fill_(max(lr, MIN_TENSOR_LR))
         else:
             group["lr"] = lr
 

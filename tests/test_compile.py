@@ -70,8 +70,8 @@ def rollout(agent, action_space: gym.Space, seed: int, T: int = 4, N: int = 2):
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
 def test_the_compiled_step_computes_what_the_eager_step_computes(algo):
     spec, action_space, (eager, compiled) = agent_pair(algo)
-    for step in range(3):
-        progress = Progress(100 * (step + 1), 1000)
+    for step, done in enumerate((100, 200, 300, 1000)):  # the last at the schedule's end (learning rate 0)
+        progress = Progress(done, 1000)
         if spec.kind == "on_policy":
             batch = rollout(eager, action_space, step)
             out = [agent.update(batch, progress) for agent in (eager, compiled)]
@@ -86,6 +86,44 @@ def test_the_compiled_step_computes_what_the_eager_step_computes(algo):
             continue
         for key, value in tensor.items():
             torch.testing.assert_close(b[name][key], value, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["adam", "rmsprop"])
+def test_a_compiled_step_at_learning_rate_0_moves_no_parameter(kind):
+    # The last update of a linear schedule runs at learning rate 0. Compiled, torch's Adam with a
+    # tensor learning rate divides by it: a weight whose gradient was always 0 became NaN
+    # (pytorch/pytorch#126514; native CartPole PPO with --compile ended every run "diverged").
+    def make(compile: bool):
+        w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+        lr = torch.tensor(1e-3) if compile else 1e-3
+        if kind == "adam":
+            opt = optim_module.adam([w], lr, torch.device("cpu"), compile)
+        else:
+            opt = torch.optim.RMSprop([w], lr=lr, foreach=not compile)
+            optim_module.materialize_state(opt)
+
+        def step(x):
+            optim_module.descend(opt, (w * x).sum())
+
+        return w, opt, optim_module.compiled(step, compile, torch.device("cpu"))
+
+    x = torch.tensor([1.0, 0.0])  # no gradient ever reaches w[1]: its second moment stays 0
+    runs = [make(compile) for compile in (False, True)]
+    torch.set_flush_denormal(True)  # as `drl train` does by default: a denormal step size is 0
+    try:
+        for w, opt, step in runs:
+            step(x)
+            step(x)
+            optim_module.set_learning_rate(opt, 0.0)
+            before = w.detach().clone()
+            step(x)
+            assert torch.equal(w.detach(), before), (kind, w)
+    finally:
+        torch.set_flush_denormal(False)  # (this process's default)
+    torch.testing.assert_close(runs[1][0].detach(), runs[0][0].detach())
+    eager_state, compiled_state = (r[1].state_dict()["state"][0] for r in runs)
+    for key, value in eager_state.items():
+        assert torch.equal(compiled_state[key], value), key
 
 
 def test_a_failed_compile_warns_and_runs_the_eager_step(monkeypatch):
