@@ -304,11 +304,12 @@ class RolloutWorker:
                 try:
                     with self.lock:
                         reply = Pipe.UNROLL + pickle.dumps(self._collect(unpack(request)), protocol=5)
-                except WorkerEnvError as exc:
-                    reply = Pipe.ERROR + str(exc).encode()
                 except Exception as exc:
-                    traceback.print_exc()  # to the worker's log (and the learner's terminal)
-                    line = f"rollout worker {self.spec.index} failed: {type(exc).__name__}: {first_line(exc)}"
+                    traceback.print_exc()  # the env's traceback (or ours), to the worker's log: Ray shows it
+                    if isinstance(exc, WorkerEnvError):
+                        line = str(exc)
+                    else:
+                        line = f"rollout worker {self.spec.index} failed: {type(exc).__name__}: {first_line(exc)}"
                     reply = Pipe.ERROR + line.encode()
                 try:
                     conn.send_bytes(reply)
@@ -630,8 +631,13 @@ class RaySyncLoop(WorkerLoop):
         policy, a worker on this node), else through Ray; a worker that died is asked again."""
         exact = self.pool.specs[0].padded  # then the learner's random stream travels with the weights
         policy = self.policy(with_generator=exact)
-        actors, pipes = self.pool.actors, self.pool.pipes or {}
-        piped = {k: pipe for k, pipe in pipes.items() if pipe and isinstance(policy, bytes) and pipe.send(policy)}
+        actors, piped = self.pool.actors, {}
+        for k, pipe in list((self.pool.pipes or {}).items()):
+            if pipe is not None and isinstance(policy, bytes):
+                if pipe.send(policy):
+                    piped[k] = pipe
+                else:  # its worker died: Ray brings it back, and `received` opens a new pipe
+                    self.pool.drop_pipe(k)
         refs = {k: actor.collect.remote(policy) for k, actor in enumerate(actors) if k not in piped}  # all at once
         unrolls: list[Unroll | None] = [None] * len(actors)
         for k, pipe in piped.items():
