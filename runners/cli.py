@@ -6,7 +6,7 @@
     drl runs [DIR ...] [--json]
     drl plot RUN_DIR ... [--x steps|time] [--metric KEY] [--out FILE.png|.svg]
     drl dashboard [DIR] [--port P]
-    drl export RUN_DIR [--format onnx|torchscript] [--out FILE]
+    drl export RUN_DIR [--format onnx|pt2|torchscript] [--out FILE]
     drl tune ALGO ENV_ID --trials N [--jobs J] [--storage sqlite:///FILE] [--timeout S]
     drl compare ALGO ENV_ID [--seeds S ...] [--steps N]
 
@@ -67,7 +67,7 @@ commands:
   runs [DIR ...]                a table of the runs under DIR (default: runs)
   plot RUN_DIR ...              learning curves: mean and 95% bootstrap band across seeds
   dashboard [DIR]               TensorBoard on the runs under DIR (default: runs)
-  export RUN_DIR                the deterministic policy as one ONNX (or TorchScript) file
+  export RUN_DIR                the deterministic policy as one ONNX (or .pt2, TorchScript) file
   tune ALGO ENV_ID --trials N   search hyperparameters with Optuna; the best become a preset
   compare ALGO ENV_ID           train with drl and with Stable-Baselines3 side by side
 
@@ -400,7 +400,8 @@ def cmd_eval(args: list[str]) -> int:
         type=Path,
         default=None,
         metavar="FILE",
-        help="play this file written by `drl export` (.onnx through onnxruntime, else TorchScript) instead of "
+        help="play this file written by `drl export` (.onnx through onnxruntime, .pt2 through torch.export, "
+        "else TorchScript) instead of "
         "the checkpoint's agent, on the run's env (deterministic)",
     )
     namespace = parser.parse_args(args)

@@ -1,6 +1,6 @@
 """`drl export`: a trained run's deterministic policy as one file that needs no drl to run.
 
-    drl export RUN_DIR_OR_CHECKPOINT [--format onnx|torchscript] [--out FILE]
+    drl export RUN_DIR_OR_CHECKPOINT [--format onnx|pt2|torchscript] [--out FILE]
 
 The file holds one graph from the raw observation, as the env returns it, to the action the
 env accepts (`DeployedPolicy`):
@@ -19,12 +19,18 @@ env accepts (`DeployedPolicy`):
 The batch axis is dynamic. Networks are exported in float32 whatever `--cnn-precision` or
 `--mlp-precision` trained them (bfloat16 autocast is not an ONNX type), so a policy trained in
 bfloat16 may pick a different action where two are within bfloat16 rounding of each other. The
-file's metadata (ONNX `metadata_props`; TorchScript's extra file `drl.json`) records the
-algorithm, env id, step, opset, input and output names, and both spaces as JSON
+file's metadata (ONNX `metadata_props`; the extra file `drl.json` of the torch formats) records
+the algorithm, env id, step, opset, input and output names, and both spaces as JSON
 (`space_to_json`).
 
-`ExportedPolicy` runs such a file through onnxruntime (or torch.jit) and acts as an agent
-does in `runners.evaluate.evaluate`: `drl eval RUN_DIR --policy FILE` plays it on the run's env.
+Formats: `onnx` (onnxruntime and every ONNX runtime); `pt2`, torch.export's ExportedProgram
+(`torch.export.save`, the same captured graph the ONNX export starts from; `torch.export.load`
+runs it in Python, AOTInductor compiles it for C++); `torchscript` (`torch.jit.trace`, which
+torch deprecates as of 2.13 in favour of torch.export: kept for runtimes that still load
+TorchScript).
+
+`ExportedPolicy` runs such a file through onnxruntime (or torch) and acts as an agent does in
+`runners.evaluate.evaluate`: `drl eval RUN_DIR --policy FILE` plays it on the run's env.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import logging
 import tempfile
 import time
 import warnings
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -53,7 +60,8 @@ from networks.precision import MixedPrecision
 from runners.cliargs import ArgumentParser
 
 OPSET = 18
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "pt2", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".pt"}
 EXPORT_EXTRA = "drl export needs onnx, onnxscript and onnxruntime for ONNX files: pip install 'drl[export]'"
 
 
@@ -152,7 +160,7 @@ def export_policy(
     fmt: str,
     metadata: dict[str, Any],
 ) -> dict[str, str]:
-    """Write the deployed policy to `out` (onnx or torchscript); returns the metadata written."""
+    """Write the deployed policy to `out` (in one of FORMATS); returns the metadata written."""
     model = deployed_policy(agent, observation_space, action_space)
     state_shape = tuple(agent.initial_state(1).shape[1:]) if model.recurrent else None
     inputs = example_inputs(observation_space, state_shape)
@@ -172,6 +180,12 @@ def export_policy(
         staged = Path(tmp) / out.name  # written whole, then renamed: no half file at `out`
         if fmt == "onnx":
             _write_onnx(model, inputs, names_in, names_out, meta, staged)
+        elif fmt == "pt2":
+            batch = torch.export.Dim("batch", min=1)
+            program = torch.export.export(model, inputs, dynamic_shapes=(tuple({0: batch} for _ in inputs),))
+            with warnings.catch_warnings():  # (tensors sharing storage: a warning for weights off the CPU, not ours)
+                warnings.filterwarnings("ignore", "No complete tensor found", UserWarning)
+                torch.export.save(program, staged, extra_files={"drl.json": json.dumps(meta)})
         else:
             traced = torch.jit.trace(model, inputs, check_trace=False)
             torch.jit.save(traced, str(staged), _extra_files={"drl.json": json.dumps(meta)})
@@ -228,6 +242,8 @@ class ExportedPolicy:
             raise ConfigError(f"--policy {path}: no such file")
         if path.suffix == ".onnx":
             self._load_onnx(path)
+        elif path.suffix == ".pt2":
+            self._load_pt2(path)
         else:
             self._load_torchscript(path)
         expected = json.dumps(space_to_json(observation_space))
@@ -261,6 +277,22 @@ class ExportedPolicy:
 
         self._run = run
 
+    def _load_pt2(self, path: Path) -> None:
+        files = {"drl.json": ""}
+        quiet = logging.getLogger("torch.export")  # it logs a traceback before it tries an older format
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)
+        try:
+            if not zipfile.is_zipfile(path):
+                raise ValueError("not a zip archive")
+            module = torch.export.load(path, extra_files=files).module()
+            self.meta = json.loads(files["drl.json"])
+        except Exception as exc:  # zipfile's, torch's and json's errors for a file that is not ours
+            raise ConfigError(f"--policy {path} is not a .pt2 file written by drl export ({first_line(exc)})") from None
+        finally:
+            quiet.setLevel(level)
+        self._run = self._torch_runner(module)
+
     def _load_torchscript(self, path: Path) -> None:
         files = {"drl.json": ""}
         try:
@@ -268,13 +300,16 @@ class ExportedPolicy:
             self.meta = json.loads(files["drl.json"])
         except (RuntimeError, ValueError) as exc:
             raise ConfigError(f"--policy {path} is not a TorchScript file written by drl export ({exc})") from None
+        self._run = self._torch_runner(module)
 
+    @staticmethod
+    def _torch_runner(module: Any) -> Any:
         def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
             with torch.no_grad():
                 out = module(*(torch.from_numpy(x) for x in inputs))
             return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
 
-        self._run = run
+        return run
 
     def _inputs(self, obs: torch.Tensor) -> list[np.ndarray]:
         """The backends' packed observation [N, ...] as the file's inputs (one per Dict key)."""
@@ -321,14 +356,14 @@ def cmd_export(args: list[str]) -> int:
     parser = ArgumentParser(
         prog="drl export",
         description="Write a trained run's deterministic policy, with its preprocessing and action "
-        "post-processing, as one ONNX (or TorchScript) file.",
+        "post-processing, as one ONNX (or torch.export .pt2, or TorchScript) file.",
     )
     parser.add_argument(
         "path", metavar="RUN_DIR_OR_CHECKPOINT", help="a run directory (its latest checkpoint) or a checkpoint file"
     )
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="file format (default: onnx)")
     parser.add_argument(
-        "--out", type=Path, default=None, help="the file to write (default: RUN_DIR/policy.onnx or policy.pt)"
+        "--out", type=Path, default=None, help="the file to write (default: RUN_DIR/policy.onnx, .pt2 or .pt)"
     )
     namespace = parser.parse_args(args)
     if namespace.format == "onnx":
@@ -338,7 +373,7 @@ def cmd_export(args: list[str]) -> int:
         except ImportError:
             raise ConfigError(EXPORT_EXTRA) from None
     trained = load_trained(namespace.path, "cpu")
-    out = namespace.out or trained.run_dir / ("policy.onnx" if namespace.format == "onnx" else "policy.pt")
+    out = namespace.out or trained.run_dir / f"policy{SUFFIXES[namespace.format]}"
     began = time.perf_counter()
     metadata = {
         "producer": "drl export",

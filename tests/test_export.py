@@ -21,7 +21,7 @@ import torch
 import envs
 from agents import get_algorithm
 from runners.evaluate import evaluate, random_actions
-from runners.export import EXPORT_EXTRA, ExportedPolicy, export_policy
+from runners.export import EXPORT_EXTRA, SUFFIXES, ExportedPolicy, export_policy
 
 from conftest import drl_env, run_drl
 
@@ -72,7 +72,7 @@ def as_env_action(space: gym.Space, action: torch.Tensor) -> torch.Tensor:
 
 
 def export(agent, spaces, tmp_path, fmt="onnx"):
-    out = tmp_path / ("policy.onnx" if fmt == "onnx" else "policy.pt")
+    out = tmp_path / f"policy{SUFFIXES[fmt]}"
     export_policy(agent, *spaces, out, fmt, {"algo": "test"})
     return ExportedPolicy(out, *spaces)
 
@@ -133,11 +133,11 @@ def test_bfloat16_trunks_are_exported_in_float32(tmp_path):
     assert not torch.equal(in_bfloat16, expected)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_exported_recurrent_policy_carries_its_state(kind, tmp_path):
+@pytest.mark.parametrize("kind, fmt", [("lstm", "onnx"), ("gru", "onnx"), ("lstm", "pt2")])
+def test_exported_recurrent_policy_carries_its_state(kind, fmt, tmp_path):
     env_id = "CartPole-v1"
     agent, spaces = make_agent("ppo", env_id, recurrent=kind, recurrent_size=32)
-    exported = export(agent, spaces, tmp_path)
+    exported = export(agent, spaces, tmp_path, fmt)
     obs = observations(env_id).view(-1, 8, 4)  # [T, N, 4]
     starts = torch.zeros(obs.shape[:2], dtype=torch.bool)
     starts[0] = True
@@ -204,11 +204,29 @@ def test_the_file_takes_observations_in_the_envs_own_dtype(tmp_path):
     assert_same_actions(action_space, expected, exported.predict(obs))
 
 
-def test_torchscript_file_acts_as_the_agent(tmp_path):
+@pytest.mark.parametrize("fmt", ["pt2", "torchscript"])
+def test_torch_files_act_as_the_agent(fmt, tmp_path):
     agent, spaces = make_agent("ppo", "toy_envs:DictTarget-v0")
     obs = observations("toy_envs:DictTarget-v0", n=200)
-    exported = export(agent, spaces, tmp_path, fmt="torchscript")
+    exported = export(agent, spaces, tmp_path, fmt=fmt)
+    assert json.loads(exported.meta["inputs"]) == ["image", "position", "target"] and exported.meta["format"] == fmt
     assert_same_actions(spaces[1], agent.predict(obs, deterministic=True), exported.predict(obs))
+    assert_same_actions(spaces[1], agent.predict(obs[:1], deterministic=True), exported.predict(obs[:1]))  # any batch
+
+
+def test_a_pt2_file_needs_no_drl_to_run(tmp_path):
+    # what a user does with the file elsewhere: torch.export.load, then call it on raw observations
+    agent, spaces = make_agent("sac", "Pendulum-v1")
+    export_policy(agent, *spaces, tmp_path / "p.pt2", "pt2", {"algo": "sac"})
+    code = (
+        "import json, sys, torch; files = {'drl.json': ''}; "
+        "m = torch.export.load(sys.argv[1], extra_files=files).module(); "
+        "a = m(torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, -8.0]])); "
+        "print(json.loads(files['drl.json'])['outputs'], tuple(a.shape), bool(a.abs().max() <= 2.0))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "p.pt2")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ['["action"]', "(2,", "1)", "True"]
 
 
 def test_onnx_file_metadata_describes_the_policy(tmp_path):
@@ -263,6 +281,10 @@ def test_export_and_policy_errors_are_one_line(tmp_path):
     junk = run_drl("eval", str(run), "--policy", str(tmp_path / "junk.onnx"), "--episodes", "1", cwd=tmp_path)
     assert junk.returncode == 2 and junk.stderr.count("\n") == 1, junk.stderr
     assert "is not a readable ONNX file" in junk.stderr
+    (tmp_path / "junk.pt2").write_bytes(b"not a program")
+    junk = run_drl("eval", str(run), "--policy", str(tmp_path / "junk.pt2"), "--episodes", "1", cwd=tmp_path)
+    assert junk.returncode == 2 and junk.stderr.count("\n") == 1, junk.stderr
+    assert "is not a .pt2 file written by drl export" in junk.stderr
 
     stochastic = run_drl("eval", str(run), "--policy", str(tmp_path / "junk.onnx"), "--stochastic", cwd=tmp_path)
     assert stochastic.returncode == 2 and "deterministic policy" in stochastic.stderr
