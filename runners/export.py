@@ -181,8 +181,7 @@ def export_policy(
         if fmt == "onnx":
             _write_onnx(model, inputs, names_in, names_out, meta, staged)
         elif fmt == "pt2":
-            batch = torch.export.Dim("batch", min=1)
-            program = torch.export.export(model, inputs, dynamic_shapes=(tuple({0: batch} for _ in inputs),))
+            program = torch.export.export(model, inputs, dynamic_shapes=batch_axes(inputs))
             with warnings.catch_warnings():  # (tensors sharing storage: a warning for weights off the CPU, not ours)
                 warnings.filterwarnings("ignore", "No complete tensor found", UserWarning)
                 torch.export.save(program, staged, extra_files={"drl.json": json.dumps(meta)})
@@ -191,6 +190,13 @@ def export_policy(
             torch.jit.save(traced, str(staged), _extra_files={"drl.json": json.dumps(meta)})
         staged.replace(out)
     return meta
+
+
+def batch_axes(inputs: tuple[torch.Tensor, ...]) -> tuple[tuple[dict[int, Any], ...]]:
+    """torch.export's `dynamic_shapes` for `DeployedPolicy.forward(*inputs)`: one batch axis, the
+    first of every input."""
+    batch = torch.export.Dim("batch", min=1)
+    return (tuple({0: batch} for _ in inputs),)
 
 
 def _write_onnx(
@@ -203,8 +209,6 @@ def _write_onnx(
 ) -> None:
     import onnx
 
-    batch = torch.export.Dim("batch", min=1)
-    dynamic = tuple({0: batch} for _ in inputs)
     quiet = logging.getLogger("torch.onnx")  # it warns that torchvision's ops are missing: not ours to export
     level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -216,7 +220,7 @@ def _write_onnx(
                 inputs,
                 input_names=names_in,
                 output_names=names_out,
-                dynamic_shapes=(dynamic,),
+                dynamic_shapes=batch_axes(inputs),
                 opset_version=OPSET,
                 dynamo=True,
                 verbose=False,
