@@ -39,7 +39,6 @@ import envs
 from agents import get_algorithm
 from agents.presets import load_preset
 from envs import atari
-from envs.atari import Preprocessing
 from networks import cnn
 from runners.cliargs import set_values
 from runners.config import TrainConfig
@@ -79,12 +78,13 @@ def build(env_id: str, backend: str, num_envs: int, variant: str) -> OnPolicyLoo
     # before issue 19 the gym backend's raw Atari env returned RGB screens, and gymnasium's
     # AtariPreprocessing stepped it frame by frame (see envs/atari.py)
     old_env = backend == "gym" and not new_env
+    ours = atari.Preprocessing  # read by make_atari
     try:
         if old_env:
-            atari.Preprocessing = gym.wrappers.AtariPreprocessing  # read by make_atari
+            atari.Preprocessing = gym.wrappers.AtariPreprocessing
         env = envs.make(env_id, num_envs, backend, seed=0, **({"obs_type": "rgb"} if old_env else {}))
     finally:
-        atari.Preprocessing = Preprocessing
+        atari.Preprocessing = ours
     saved = dict(cnn.CHANNELS_LAST)
     cnn.CHANNELS_LAST[precision] = channels_last  # read when the encoder is built
     try:
